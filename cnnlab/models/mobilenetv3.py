@@ -1,0 +1,147 @@
+"""MobileNetV3 small and large, built from scratch to the layer tables of study S0.
+
+The swappable ("deep") activation is the one in the HS rows of the tables: the bottlenecks marked HS,
+the last 1x1 conv and the 1x1 conv after pooling. ReLU rows, the squeeze-excite gates (ReLU +
+hard-sigmoid) and the stem (hard-swish) stay as the seed builds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cnnlab.models.registry import register_model
+from cnnlab.nn.activations import ActivationFactory, HardSwish, ReLU
+from cnnlab.nn.blocks import ConvBlock, SqueezeExcite, make_divisible
+
+
+@dataclass(frozen=True)
+class BottleneckSpec:
+    """One row of a MobileNetV3 layer table."""
+
+    kernel: int
+    expansion: int
+    out: int
+    se: bool
+    deep: bool  # True for HS rows (swappable activation), False for ReLU rows
+    stride: int
+
+
+def _rows(table: list[tuple]) -> list[BottleneckSpec]:
+    return [BottleneckSpec(k, e, o, se, act == "HS", s) for k, e, o, se, act, s in table]
+
+
+# kernel, expansion, out, SE, activation, stride (S0 `_get_config`)
+SMALL = _rows([
+    (3, 16, 16, True, "RE", 2), (3, 72, 24, False, "RE", 2), (3, 88, 24, False, "RE", 1),
+    (5, 96, 40, True, "HS", 2), (5, 240, 40, True, "HS", 1), (5, 240, 40, True, "HS", 1),
+    (5, 120, 48, True, "HS", 1), (5, 144, 48, True, "HS", 1), (5, 288, 96, True, "HS", 2),
+    (5, 576, 96, True, "HS", 1), (5, 576, 96, True, "HS", 1),
+])
+LARGE = _rows([
+    (3, 16, 16, False, "RE", 1), (3, 64, 24, False, "RE", 2), (3, 72, 24, False, "RE", 1),
+    (5, 72, 40, True, "RE", 2), (5, 120, 40, True, "RE", 1), (5, 120, 40, True, "RE", 1),
+    (3, 240, 80, False, "HS", 2), (3, 200, 80, False, "HS", 1), (3, 184, 80, False, "HS", 1),
+    (3, 184, 80, False, "HS", 1), (3, 480, 112, True, "HS", 1), (3, 672, 112, True, "HS", 1),
+    (5, 672, 160, True, "HS", 2), (5, 960, 160, True, "HS", 1), (5, 960, 160, True, "HS", 1),
+])
+# mode -> (table, last conv channels, pre-classifier width)
+CONFIGS = {"small": (SMALL, 576, 1024), "large": (LARGE, 960, 1280)}
+
+
+class Bottleneck(nn.Module):
+    """Inverted residual: 1x1 expand, depthwise kxk, optional SE, linear 1x1 projection."""
+
+    def __init__(
+        self, in_chans: int, out_chans: int, expansion: int, kernel: int, stride: int, se: bool,
+        activation: ActivationFactory, se_reduction: int = 4,
+    ) -> None:
+        super().__init__()
+        self.use_residual = stride == 1 and in_chans == out_chans
+        layers: list[nn.Module] = [
+            ConvBlock(in_chans, expansion, 1, activation=activation),
+            ConvBlock(expansion, expansion, kernel, stride, groups=expansion, activation=activation),
+        ]
+        if se:
+            layers.append(SqueezeExcite(expansion, se_reduction))
+        layers.append(ConvBlock(expansion, out_chans, 1, activation=None))
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return x + out if self.use_residual else out
+
+
+class MobileNetV3(nn.Module):
+    """MobileNetV3 (S0): stem, bottleneck table, last 1x1 conv, pool, 1x1 conv (no BN), classifier."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        img_size: int = 64,
+        activation: ActivationFactory | None = None,
+        mode: str = "small",
+        width_mult: float = 1.0,
+        se_reduction: int = 4,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if mode not in CONFIGS:
+            raise ValueError(f"mode must be one of {sorted(CONFIGS)}, got {mode!r}")
+        deep_activation = activation or HardSwish
+        table, last_conv, pre_classifier = CONFIGS[mode]
+        self.img_size = img_size
+
+        stem_chans = make_divisible(16 * width_mult)
+        features: list[nn.Module] = [ConvBlock(in_chans, stem_chans, 3, 2, activation=HardSwish)]
+        chans = stem_chans
+        for row in table:
+            out = make_divisible(row.out * width_mult)
+            features.append(Bottleneck(
+                chans, out, make_divisible(row.expansion * width_mult), row.kernel, row.stride, row.se,
+                deep_activation if row.deep else ReLU, se_reduction,
+            ))
+            chans = out
+        last_conv = make_divisible(last_conv * width_mult)
+        features.append(ConvBlock(chans, last_conv, 1, activation=deep_activation))
+        self.features = nn.Sequential(*features)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pre_logits = nn.Sequential(nn.Conv2d(last_conv, pre_classifier, 1), deep_activation())
+        self.num_features = pre_classifier
+        self.dropout = nn.Dropout(drop_rate)
+        self.head = nn.Conv2d(pre_classifier, num_classes, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0, 0.01)
+
+    def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled pre-classifier features, shape (N, num_features, 1, 1)."""
+        return self.pre_logits(self.pool(self.features(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.forward_embedding(x))).flatten(1)
+
+
+@register_model("mobilenetv3_small")
+def mobilenetv3_small(**kwargs) -> MobileNetV3:
+    """MobileNetV3-Small (S0 table)."""
+    return MobileNetV3(mode="small", **kwargs)
+
+
+@register_model("mobilenetv3_large")
+def mobilenetv3_large(**kwargs) -> MobileNetV3:
+    """MobileNetV3-Large (S0 table)."""
+    return MobileNetV3(mode="large", **kwargs)

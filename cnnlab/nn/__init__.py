@@ -1,0 +1,1 @@
+"""Reusable layers: activations, blocks and hand-crafted feature extractors."""

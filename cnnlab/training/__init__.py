@@ -1,0 +1,1 @@
+"""The generic LightningModule, freeze policies and callbacks."""

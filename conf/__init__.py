@@ -1,0 +1,1 @@
+"""Hydra config tree of cnnlab (shipped inside the package as ``cnnlab.conf``)."""
