@@ -52,3 +52,52 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = self.gate(self.fc2(self.act(self.fc1(self.pool(x).flatten(1)))))
         return x * weights[:, :, None, None]
+
+
+class Residual(nn.Module):
+    """``activation(body(x) + shortcut(x))``: the skip connection shared by every ResNet-style block."""
+
+    def __init__(self, body: nn.Module, shortcut: nn.Module, activation: ActivationFactory) -> None:
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut
+        self.act = activation()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+def basic_residual_block(
+    in_chans: int, out_chans: int, activation: ActivationFactory, project: bool = False
+) -> Residual:
+    """Two 3x3 ConvBlocks (activation between) plus a shortcut: identity, or a 1x1 ConvBlock projection
+    when the channels change or ``project`` is set (what Keras ResNets call a "conv block")."""
+    body = nn.Sequential(ConvBlock(in_chans, out_chans, 3, activation=activation), ConvBlock(out_chans, out_chans, 3))
+    shortcut = ConvBlock(in_chans, out_chans, 1) if project or in_chans != out_chans else nn.Identity()
+    return Residual(body, shortcut, activation)
+
+
+def flattened_size(features: nn.Module, in_chans: int, img_size: int) -> int:
+    """Length of ``features``' flattened output for one image, to size the Dense layer after a Flatten."""
+    with torch.no_grad():
+        return features(torch.zeros(1, in_chans, img_size, img_size)).numel()
+
+
+class FeatureClassifier(nn.Module):
+    """features -> global average pooling (or none: a Keras Flatten) -> flatten -> dense -> head.
+
+    The common shape of the from-scratch classifiers: ``dense`` holds whatever sits between the pooling
+    and the final classifier ``head`` (the module freeze policies and transfer learning treat apart).
+    """
+
+    def __init__(
+        self, features: nn.Module, head: nn.Module, dense: nn.Module | None = None, global_pool: bool = True
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.pool = nn.AdaptiveAvgPool2d(1) if global_pool else nn.Identity()
+        self.dense = dense or nn.Identity()
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dense(self.pool(self.features(x)).flatten(1)))
