@@ -1,0 +1,99 @@
+"""ImageNet-pretrained timm backbones with the new classifier heads of the studies (transfer learning).
+
+The backbone is a timm model without its classifier (``num_classes=0``: it ends in global average
+pooling); ``head`` is new: Dropout + Dense(k) (S1, S3), or Dense(hidden) + activation + Dropout +
+Dense(k) (S4). Weights come from ``pretrained=True`` (downloaded by timm on a connected machine) or
+from ``weights_path`` (a local file of the backbone's state dict: the offline route; it wins over
+``pretrained``). ``activation`` replaces the ReLU of the hidden head layer only: the backbone keeps
+the nonlinearities its weights were trained with.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from cnnlab.models.registry import register_model
+from cnnlab.nn.activations import ActivationFactory, ReLU
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """ImageNet weights could not be downloaded; the message says how to load them from a file instead."""
+
+
+def weights_file_command(name: str, path: str) -> str:
+    """The shell command that saves timm model ``name``'s ImageNet backbone weights to ``path``."""
+    return (
+        f"python -c \"import timm, torch; torch.save(timm.create_model('{name}', pretrained=True, "
+        f"num_classes=0).state_dict(), '{path}')\""
+    )
+
+
+def create_backbone(name: str, in_chans: int, pretrained: bool, weights_path: str | None) -> nn.Module:
+    """timm model ``name`` without classifier, with ImageNet weights from ``weights_path`` or the hub."""
+    if weights_path is not None:
+        backbone = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans)
+        load_backbone_weights(backbone, weights_path)
+        return backbone
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans)
+    except OSError:  # hub or URL unreachable (offline, no network): the cause is not the user's to debug
+        file = f"{name}.pth"
+        raise PretrainedWeightsUnavailable(
+            f"cannot download ImageNet weights for timm model '{name}' (no network?). Load them from a file:\n"
+            f"  1. on a connected machine: {weights_file_command(name, file)}\n"
+            f"  2. copy {file} here and add  model.weights_path=/path/to/{file}  to the command"
+        ) from None
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Load a state dict saved from the same timm model; its classifier weights, if any, are dropped."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    classifier = backbone.pretrained_cfg.get("classifier") or ()
+    prefixes = tuple(f"{c}." for c in ([classifier] if isinstance(classifier, str) else classifier))
+    backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith(prefixes)})
+
+
+class TimmClassifier(nn.Module):
+    """A timm backbone (``name``) plus a new head: [Dense(hidden), activation] + Dropout(drop_rate) + Dense(k)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        img_size: int = 224,
+        activation: ActivationFactory | None = None,
+        name: str = "resnet50",
+        pretrained: bool = True,
+        weights_path: str | None = None,
+        hidden: int | None = None,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.backbone = create_backbone(name, in_chans, pretrained, weights_path)
+        width = self.backbone.num_features
+        layers: list[nn.Module] = []
+        if hidden:
+            layers += [nn.Linear(width, hidden), (activation or ReLU)()]
+            width = hidden
+        if drop_rate:
+            layers.append(nn.Dropout(drop_rate))
+        self.head = nn.Sequential(*layers, nn.Linear(width, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+# S1: MobileNetV2 (alpha 1.0), Dropout(0.5), Dense(k)
+mobilenetv2 = register_model("mobilenetv2")(partial(TimmClassifier, name="mobilenetv2_100", drop_rate=0.5))
+# S3, S4: ResNet-50, GAP + Dense(k)
+resnet50_pretrained = register_model("resnet50_pretrained")(partial(TimmClassifier, name="resnet50"))
+# S4: EfficientNetV2-B0 (timm's port of the Keras weights), GAP, Dense(512, ReLU), Dropout(0.5), Dense(k)
+efficientnetv2_b0 = register_model("efficientnetv2_b0")(
+    partial(TimmClassifier, name="tf_efficientnetv2_b0", hidden=512, drop_rate=0.5)
+)
+register_model("timm")(TimmClassifier)
