@@ -3,6 +3,14 @@
 The swappable ("deep") activation is the one in the HS rows of the tables: the bottlenecks marked HS,
 the last 1x1 conv and the 1x1 conv after pooling. ReLU rows, the squeeze-excite gates (ReLU +
 hard-sigmoid) and the stem (hard-swish) stay as the seed builds them.
+
+Hybrid mode (S0, ``hybrid=True``) adds hand-crafted features computed on the model's input batch:
+Sobel-x/y appended to the image (``in_chans + 2`` channels into the stem), and HOG features through
+a dense branch Linear(hog_dim, 256) + ReLU. The MobileNet branch ends in a 256-d embedding: the 1x1
+conv that is the classifier in plain mode outputs 256 instead, with no activation (it follows the
+HS pre-logits conv, as the classifier does). The two 256-d vectors are concatenated and ``head`` =
+Linear(512, num_classes) classifies them. The HOG branch's ReLU is fixed, not the swappable
+activation, so ``activation=`` means the same layers in both modes.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from torch import nn
 from cnnlab.models.registry import register_model
 from cnnlab.nn.activations import ActivationFactory, HardSwish, ReLU
 from cnnlab.nn.blocks import ConvBlock, SqueezeExcite, make_divisible
+from cnnlab.nn.features import HOG, SobelChannels
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,7 @@ LARGE = _rows([
 ])
 # mode -> (table, last conv channels, pre-classifier width)
 CONFIGS = {"small": (SMALL, 576, 1024), "large": (LARGE, 960, 1280)}
+HYBRID_BRANCH_WIDTH = 256  # width of each of the two fused embeddings (S0)
 
 
 class Bottleneck(nn.Module):
@@ -75,7 +85,12 @@ class Bottleneck(nn.Module):
 
 
 class MobileNetV3(nn.Module):
-    """MobileNetV3 (S0): stem, bottleneck table, last 1x1 conv, pool, 1x1 conv (no BN), classifier."""
+    """MobileNetV3 (S0): stem, bottleneck table, last 1x1 conv, pool, 1x1 conv (no BN), classifier.
+
+    ``hybrid=True`` builds S0's Sobel + HOG variant (module docstring); the ``hog_*`` options set
+    the HOG (defaults suit 64x64 inputs) and are ignored otherwise. ``drop_rate`` is dropout right
+    before ``head`` in both modes.
+    """
 
     def __init__(
         self,
@@ -87,6 +102,10 @@ class MobileNetV3(nn.Module):
         width_mult: float = 1.0,
         se_reduction: int = 4,
         drop_rate: float = 0.0,
+        hybrid: bool = False,
+        hog_orientations: int = 9,
+        hog_pixels_per_cell: int = 8,
+        hog_cells_per_block: int = 2,
     ) -> None:
         super().__init__()
         if mode not in CONFIGS:
@@ -94,6 +113,10 @@ class MobileNetV3(nn.Module):
         deep_activation = activation or HardSwish
         table, last_conv, pre_classifier = CONFIGS[mode]
         self.img_size = img_size
+        self.hybrid = hybrid
+        if hybrid:
+            self.sobel = SobelChannels()
+            in_chans += 2
 
         stem_chans = make_divisible(16 * width_mult)
         features: list[nn.Module] = [ConvBlock(in_chans, stem_chans, 3, 2, activation=HardSwish)]
@@ -110,9 +133,16 @@ class MobileNetV3(nn.Module):
         self.features = nn.Sequential(*features)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.pre_logits = nn.Sequential(nn.Conv2d(last_conv, pre_classifier, 1), deep_activation())
-        self.num_features = pre_classifier
         self.dropout = nn.Dropout(drop_rate)
-        self.head = nn.Conv2d(pre_classifier, num_classes, 1)
+        if hybrid:
+            self.embedding = nn.Conv2d(pre_classifier, HYBRID_BRANCH_WIDTH, 1)
+            self.hog = HOG(hog_orientations, hog_pixels_per_cell, hog_cells_per_block)
+            self.hog_branch = nn.Sequential(nn.Linear(self.hog.output_dim(img_size), HYBRID_BRANCH_WIDTH), nn.ReLU())
+            self.num_features = 2 * HYBRID_BRANCH_WIDTH
+            self.head = nn.Linear(self.num_features, num_classes)
+        else:
+            self.num_features = pre_classifier
+            self.head = nn.Conv2d(pre_classifier, num_classes, 1)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -126,10 +156,16 @@ class MobileNetV3(nn.Module):
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0, 0.01)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled pre-classifier features, shape (N, num_features, 1, 1)."""
-        return self.pre_logits(self.pool(self.features(x)))
+        """What ``head`` classifies (before dropout): pooled pre-logits (N, num_features, 1, 1), or in
+        hybrid mode the fused MobileNet and HOG embeddings (N, num_features)."""
+        if not self.hybrid:
+            return self.pre_logits(self.pool(self.features(x)))
+        mobilenet = self.embedding(self.pre_logits(self.pool(self.features(self.sobel(x))))).flatten(1)
+        return torch.cat([mobilenet, self.hog_branch(self.hog(x))], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.forward_embedding(x))).flatten(1)
