@@ -1,0 +1,192 @@
+"""The shared DataModule: splits held as uint8 tensors, served by index, made float and augmented on
+the device the model trains on (train split only)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    """One split: images (N, C, H, W) uint8, labels (N,) int64, and where each image came from.
+
+    ``images`` is None for splits served from files (``data.in_memory=false``); ``sources`` then holds
+    the paths, relative to the data root.
+    """
+
+    images: torch.Tensor | None
+    labels: torch.Tensor
+    sources: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class TensorImageDataset(Dataset):
+    """Serves a :class:`Split` a whole batch at a time (``__getitems__``), with no per-image Python work."""
+
+    def __init__(self, split: Split) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.split.images[index], self.split.labels[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        return self.split.images[index], self.split.labels[index]
+
+
+def keep_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Collate for :class:`TensorImageDataset`: the batch is already stacked."""
+    return batch
+
+
+class ImageDataModule(LightningDataModule):
+    """Base class. Subclasses implement :meth:`load_splits` and set ``class_names``.
+
+    Batches arrive on the device as uint8 and become float in [0, 1] there; the train split alone is
+    augmented (per sample, batched), then optional mean/std normalization is applied to every split.
+    """
+
+    def __init__(
+        self,
+        root: str | Path = "data",
+        img_size: int = 32,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 42,
+        augment: nn.Module | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        download: bool = False,
+        output_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.img_size = img_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 2 * batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.augment = augment
+        self.mean = None if mean is None else torch.tensor(mean).view(1, -1, 1, 1)
+        self.std = None if std is None else torch.tensor(std).view(1, -1, 1, 1)
+        self.download = download
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.class_names: list[str] = []
+        self.splits: dict[str, Split] = {}
+
+    # -- what subclasses provide -------------------------------------------------------------
+    def load_splits(self) -> dict[str, Split]:
+        """Return the train/val/test splits as uint8 tensors of size ``img_size``."""
+        raise NotImplementedError
+
+    @property
+    def in_chans(self) -> int:
+        return 3
+
+    # -- Lightning hooks ------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        self.setup()
+        return len(self.class_names)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self.splits = self.load_splits()
+        self._log_and_save_summary()
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size)
+
+    def dataset(self, split: str) -> Dataset:
+        """The split as a dataset whose ``__getitems__`` returns a stacked (uint8 images, labels) batch."""
+        return TensorImageDataset(self.splits[split])
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            self.dataset(split),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator if shuffle else None,
+            collate_fn=keep_batch,
+            num_workers=self.num_workers,
+        )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        images = self.to_float(images)
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
+            images = self.augment(images)
+        return self.normalize(images), labels
+
+    # -- preprocessing shared with evaluation and prediction ------------------------------------
+    @staticmethod
+    def to_float(images: torch.Tensor) -> torch.Tensor:
+        """uint8 in [0, 255] to float32 in [0, 1]."""
+        return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        if self.mean is None:
+            return images
+        return (images - self.mean.to(images.device)) / self.std.to(images.device)
+
+    def preprocessing(self) -> dict:
+        """What evaluation and prediction must apply to raw RGB images to match training."""
+        return {
+            "img_size": self.img_size,
+            "in_chans": self.in_chans,
+            "mean": None if self.mean is None else self.mean.flatten().tolist(),
+            "std": None if self.std is None else self.std.flatten().tolist(),
+        }
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def summary(self) -> dict:
+        """Class names, split sizes and images per class of each split."""
+        return {
+            "class_names": self.class_names,
+            "split_sizes": {name: len(split) for name, split in self.splits.items()},
+            "per_class": {
+                name: {self.class_names[c]: n for c, n in sorted(Counter(split.labels.tolist()).items())}
+                for name, split in self.splits.items()
+            },
+        }
+
+    def _log_and_save_summary(self) -> None:
+        summary = self.summary()
+        log.info("%s: %d classes, split sizes %s", type(self).__name__, len(self.class_names), summary["split_sizes"])
+        log.info("images per class: %s", summary["per_class"])
+        if self.output_dir is None:
+            return
+        data_dir = self.output_dir / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        for name, split in self.splits.items():
+            if split.sources:
+                (data_dir / f"{name}_files.txt").write_text("\n".join(split.sources) + "\n")

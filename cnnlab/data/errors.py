@@ -1,0 +1,8 @@
+"""The one exception for data problems a user fixes by hand (missing files, no network, bad folders)."""
+
+from __future__ import annotations
+
+
+class DataError(RuntimeError):
+    """Its message is the whole explanation (what is wrong, where, what to do), so the CLI can print it
+    without a traceback."""
