@@ -1,0 +1,71 @@
+"""CIFAR-10 (S2, S4) through torchvision's ``CIFAR10``: ``<root>/cifar-10-batches-py/`` pickles
+(data_batch_1..5, test_batch, batches.meta), already uint8, so they load in a second with no cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.datasets import CIFAR10
+
+from cnnlab.data.base import ImageDataModule, Split
+from cnnlab.data.download import download_or_explain
+from cnnlab.data.errors import DataError
+from cnnlab.data.splits import stratified_holdout
+
+
+class _CIFAR10Files(CIFAR10):
+    """torchvision's CIFAR10 checking that the batch files are present rather than their md5 on every
+    run; the downloaded archive's md5 is still checked."""
+
+    train_list = [[name, None] for name, _ in CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in CIFAR10.test_list]
+    meta = {**CIFAR10.meta, "md5": None}
+
+
+class CIFAR10DataModule(ImageDataModule):
+    """The 50,000 training images less a seeded stratified ``val_fraction`` for validation; the
+    10,000 test images. Resized (bilinear, antialiased) when ``img_size`` is not 32."""
+
+    def __init__(self, val_fraction: float = 0.2, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.val_fraction = val_fraction
+
+    def load_splits(self) -> dict[str, Split]:
+        folder = self.root / _CIFAR10Files.base_folder
+        layout = f"{folder}/{{data_batch_1..5, test_batch, batches.meta}}  (the unpacked {_CIFAR10Files.filename})"
+        if self.download:
+            download_or_explain("CIFAR-10", CIFAR10.url, layout, lambda: _CIFAR10Files(self.root, download=True))
+        try:
+            train, test = _CIFAR10Files(self.root, train=True), _CIFAR10Files(self.root, train=False)
+        except RuntimeError as error:
+            raise DataError(
+                f"CIFAR-10 is not in {folder} and data.download=false. Set data.download=true to fetch it "
+                f"from {CIFAR10.url}, or place it as:\n  {layout}"
+            ) from error
+        self.class_names = list(train.classes)
+        train_labels = np.asarray(train.targets)
+        keep, val = stratified_holdout(train_labels, self.val_fraction, self.seed)
+        train_images, test_images = self._to_tensor(train.data), self._to_tensor(test.data)
+        return {
+            "train": self._split(train_images, train_labels, keep, "train"),
+            "val": self._split(train_images, train_labels, val, "train"),
+            "test": self._split(test_images, np.asarray(test.targets), np.arange(len(test.targets)), "test"),
+        }
+
+    def _to_tensor(self, data: np.ndarray) -> torch.Tensor:
+        """(N, 32, 32, 3) uint8 to (N, 3, img_size, img_size) uint8."""
+        images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
+        if self.img_size == images.shape[-1]:
+            return images
+        size = (self.img_size, self.img_size)
+        return torch.cat([  # in chunks: the float copy of all 50,000 images at 224 px would not fit
+            F.interpolate(chunk.float(), size=size, mode="bilinear", antialias=True).clamp(0, 255).round().to(torch.uint8)
+            for chunk in images.split(1000)
+        ])
+
+    @staticmethod
+    def _split(images: torch.Tensor, labels: np.ndarray, index: np.ndarray, part: str) -> Split:
+        # sources name an image by its position in the concatenated batch files of its part
+        sources = [f"{_CIFAR10Files.base_folder}/{part}[{i}]" for i in index]
+        return Split(images[torch.from_numpy(index)], torch.from_numpy(labels[index]), sources)

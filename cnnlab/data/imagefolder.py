@@ -1,0 +1,78 @@
+"""Any local ``<root>/<Class>/*`` image tree (jpg, png, ...), e.g. S1's potato-leaf set: resized to
+``img_size``, split 80:20 train : (val + test), optionally by k-fold, optionally expanded offline."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab.data.base import Split
+from cnnlab.data.errors import DataError
+from cnnlab.data.folder import FolderDataModule
+from cnnlab.data.images import scan_class_folders
+from cnnlab.data.splits import kfold_split, stratified_holdout, stratified_split
+
+EXPAND_CHUNK = 256  # images augmented at once while expanding
+
+
+class ImageFolderDataModule(FolderDataModule):
+    """Stratified seeded split by ``fractions`` (train, val, test), or with ``num_folds`` the k-fold
+    fold ``fold`` as training and the other fold shared by val and test in the ratio of ``fractions``.
+
+    ``expand=k`` (S1: 4) materializes k-1 copies of each *training* image through ``expand_augment``
+    before training (seeded), so validation and test never hold augmented images.
+    """
+
+    def __init__(
+        self,
+        fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        num_folds: int | None = None,
+        fold: int = 0,
+        expand: int = 1,
+        expand_augment: nn.Module | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.fractions = tuple(fractions)
+        self.num_folds = num_folds
+        self.fold = fold
+        self.expand = expand
+        self.expand_augment = expand_augment
+
+    def load_splits(self) -> dict[str, Split]:
+        layout = f"{self.root}/<Class>/<image>.jpg|png|...  (one folder per class, at least 2 classes)"
+        files = scan_class_folders(self.root, self.root, layout)
+        self.class_names = files.class_names
+        images, files = self.read(files)
+        train, val, test = self.split_indices(files.labels)
+        splits = {"train": self.take(images, files, train), "val": self.take(images, files, val), "test": self.take(images, files, test)}
+        if self.expand > 1:
+            splits["train"] = self.expanded(splits["train"])
+        return splits
+
+    def split_indices(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Train, val and test indices into ``labels``."""
+        if not self.num_folds:
+            return stratified_split(labels, self.fractions, self.seed)
+        train, held_out = kfold_split(labels, self.num_folds, self.fold, self.seed)
+        _, val_frac, test_frac = self.fractions
+        val, test = stratified_holdout(labels[held_out], test_frac / (val_frac + test_frac), self.seed)
+        return train, held_out[val], held_out[test]
+
+    def expanded(self, split: Split) -> Split:
+        """``split`` followed by ``expand - 1`` augmented copies of each of its images (seeded)."""
+        if split.images is None:
+            raise DataError("data.expand needs the decoded images in memory; drop data.in_memory=false")
+        if self.expand_augment is None:
+            raise DataError("data.expand needs data.expand_augment (e.g. data/augment@data.expand_augment=eurosat)")
+        copies = []
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            for _ in range(self.expand - 1):
+                copies += [
+                    (self.expand_augment(self.to_float(chunk)).clamp(0, 1) * 255).round().to(torch.uint8)
+                    for chunk in split.images.split(EXPAND_CHUNK)
+                ]
+        sources = split.sources + [f"{s}#copy{k}" for k in range(1, self.expand) for s in split.sources]
+        return Split(torch.cat([split.images, *copies]), split.labels.repeat(self.expand), sources)

@@ -1,0 +1,284 @@
+"""The dataset DataModules on tiny datasets written in each real on-disk format."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from cnnlab.data.augment import BatchAugment
+from cnnlab.data.cifar10 import CIFAR10DataModule
+from cnnlab.data.errors import DataError
+from cnnlab.data.eurosat import EUROSAT_URL, EuroSATDataModule
+from cnnlab.data.fruits360 import Fruits360DataModule
+from cnnlab.data.images import decode_image
+from cnnlab.data.imagefolder import ImageFolderDataModule
+from cnnlab.data.splits import stratified_split
+
+EUROSAT_CLASSES = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture",
+                   "PermanentCrop", "Residential", "River", "SeaLake"]
+EUROSAT_COUNTS = [3000, 3000, 3000, 2500, 2500, 2000, 2500, 3000, 2500, 3000]
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def random_rgb(rng: np.random.Generator, size: int) -> Image.Image:
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def write_eurosat(root: Path, per_class: int = 10) -> Path:
+    """torchvision's EuroSAT layout: root/eurosat/2750/<Class>/<Class>_<n>.jpg, 64x64."""
+    rng = np.random.default_rng(0)
+    for name in EUROSAT_CLASSES:
+        folder = root / "eurosat" / "2750" / name
+        folder.mkdir(parents=True)
+        for n in range(1, per_class + 1):
+            random_rgb(rng, 64).save(folder / f"{name}_{n}.jpg", quality=95)
+    return root
+
+
+def write_cifar10(root: Path, per_batch: int = 20, test: int = 20) -> Path:
+    """The cifar-10-batches-py pickles: dicts with 'data' (N, 3072) uint8 rows (R, G, B planes) and
+    'labels' (the originals are Python 2 pickles whose keys read back as these str with latin1)."""
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+
+    def batch(path: Path, n: int) -> None:
+        entry = {"batch_label": path.name, "labels": [i % 10 for i in range(n)],
+                 "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 "filenames": [f"img_{i}.png" for i in range(n)]}
+        path.write_bytes(pickle.dumps(entry, protocol=2))
+
+    for k in range(1, 6):
+        batch(folder / f"data_batch_{k}", per_batch)
+    batch(folder / "test_batch", test)
+    (folder / "batches.meta").write_bytes(pickle.dumps(
+        {"label_names": CIFAR_CLASSES, "num_cases_per_batch": per_batch, "num_vis": 3072},
+        protocol=2))
+    return root
+
+
+def write_fruits360(root: Path, classes=("Apple Braeburn", "Banana", "Cherry 1"), train: int = 10, test: int = 4) -> Path:
+    """Fruits-360: root/Training/<Class>/*.jpg and root/Test/<Class>/*.jpg, 100x100."""
+    rng = np.random.default_rng(0)
+    for part, n in (("Training", train), ("Test", test)):
+        for name in classes:
+            (root / part / name).mkdir(parents=True)
+            for i in range(n):
+                random_rgb(rng, 100).save(root / part / name / f"r_{i}_100.jpg")
+    return root
+
+
+def write_image_folder(root: Path, per_class: int = 10, classes=("blight", "healthy", "rust")) -> Path:
+    """<Class>/* with alternating jpg/png of different sizes, plus one corrupt file."""
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            random_rgb(rng, 40 + i).save(root / name / f"{i}.{'jpg' if i % 2 else 'png'}")
+    (root / classes[0] / "corrupt.jpg").write_bytes(b"not an image at all")
+    return root
+
+
+def datamodule(cls, root: Path, **kwargs):
+    dm = cls(root=root, seed=kwargs.pop("seed", 0), batch_size=kwargs.pop("batch_size", 16), **kwargs)
+    dm.setup()
+    return dm
+
+
+def per_class(split) -> list[int]:
+    return np.bincount(split.labels.numpy()).tolist()
+
+
+# -- split arithmetic -------------------------------------------------------------------------------
+def test_eurosat_split_sizes_on_the_real_label_counts():
+    labels = np.repeat(np.arange(10), EUROSAT_COUNTS)
+    train, val, test = stratified_split(labels, (0.6, 0.2, 0.2), seed=42)
+    assert (len(train), len(val), len(test)) == (16_200, 5_400, 5_400)
+    assert len(np.unique(np.concatenate([train, val, test]))) == 27_000
+    assert np.abs(np.bincount(labels[test]) - 0.2 * np.array(EUROSAT_COUNTS)).max() <= 1
+
+
+# -- EuroSAT --------------------------------------------------------------------------------------
+def test_eurosat_splits_stratified_seeded_and_saved(tmp_path):
+    root = write_eurosat(tmp_path / "data")
+    dm = datamodule(EuroSATDataModule, root, output_dir=tmp_path / "run", img_size=64)
+    assert dm.class_names == EUROSAT_CLASSES
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 60, "val": 20, "test": 20}
+    assert per_class(dm.splits["train"]) == [6] * 10 and per_class(dm.splits["test"]) == [2] * 10
+    train = dm.splits["train"]
+    assert train.images.dtype == torch.uint8 and train.images.shape[1:] == (3, 64, 64)
+    first = root / train.sources[0]
+    assert train.sources[0].startswith("eurosat/2750/") and first.exists()
+    assert torch.equal(train.images[0], torch.from_numpy(decode_image(first, 64)).permute(2, 0, 1))
+    assert (tmp_path / "run/data/test_files.txt").read_text().split() == dm.splits["test"].sources
+
+    again = datamodule(EuroSATDataModule, root)
+    other = datamodule(EuroSATDataModule, root, seed=1)
+    assert all(again.splits[s].sources == dm.splits[s].sources for s in dm.splits)
+    assert other.splits["test"].sources != dm.splits["test"].sources
+    assert list((root / "eurosat/2750/.cnnlab-cache").glob("images-64px-*.pt"))
+
+
+def test_eurosat_missing_without_download_names_layout(tmp_path):
+    with pytest.raises(DataError, match=r"eurosat/2750/<Class>/<Class>_<n>\.jpg"):
+        datamodule(EuroSATDataModule, tmp_path, download=False)
+
+
+def test_eurosat_offline_download_fails_fast_with_one_message(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    with pytest.raises(DataError) as error:
+        datamodule(EuroSATDataModule, tmp_path, download=True)
+    message = str(error.value)
+    assert "EuroSAT" in message and EUROSAT_URL in message and "eurosat/2750/<Class>" in message
+
+
+class RecordBatches(L.LightningModule):
+    """A linear model that keeps the batches each stage receives."""
+
+    def __init__(self, num_classes: int, size: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, num_classes))
+        self.seen: dict[str, list[torch.Tensor]] = {"train": [], "val": [], "test": []}
+
+    def _step(self, stage, batch):
+        self.seen[stage].append(batch[0].detach().clone())
+        return nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+
+    def training_step(self, batch, _):
+        return self._step("train", batch)
+
+    def validation_step(self, batch, _):
+        self._step("val", batch)
+
+    def test_step(self, batch, _):
+        self._step("test", batch)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_augmentation_only_on_train(tmp_path):
+    root = write_eurosat(tmp_path / "data", per_class=5)
+    dm = datamodule(EuroSATDataModule, root, augment=BatchAugment(hflip=0.5, vflip=0.5, degrees=45), eval_batch_size=100)
+    model = RecordBatches(10, dm.img_size)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=dm)
+    trainer.test(model, datamodule=dm, verbose=False)
+    for stage in ("val", "test"):
+        assert torch.equal(torch.cat(model.seen[stage]), dm.to_float(dm.splits[stage].images))
+    raw = dm.to_float(dm.splits["train"].images).flatten(1)
+    augmented = torch.cat(model.seen["train"]).flatten(1)
+    assert len(augmented) == len(raw)
+    assert torch.cdist(augmented, raw).min() > 0.1  # no training image reached the model unchanged
+
+
+def test_pil_path_gives_the_same_batches(tmp_path):
+    root = write_image_folder(tmp_path / "images")
+    (root / "blight" / "corrupt.jpg").unlink()  # the PIL path finds bad files per batch, so splits would differ
+    cached = datamodule(ImageFolderDataModule, root, img_size=32, eval_batch_size=8)
+    lazy = datamodule(ImageFolderDataModule, root, img_size=32, eval_batch_size=8, in_memory=False, num_workers=1)
+    lazy_images, lazy_labels = next(iter(lazy.test_dataloader()))
+    images, labels = next(iter(cached.test_dataloader()))
+    assert lazy_images.dtype == images.dtype == torch.uint8 and lazy_images.shape == images.shape == (3, 3, 32, 32)
+    assert torch.equal(lazy_labels, labels) and torch.equal(lazy_images, images)
+    assert lazy.on_after_batch_transfer((lazy_images, lazy_labels), 0)[0].dtype == torch.float32
+
+
+# -- image folders and bad data -------------------------------------------------------------------
+def test_image_folder_skips_corrupt_and_converts_odd_modes(tmp_path, caplog):
+    root = write_image_folder(tmp_path / "images")
+    Image.fromarray(np.full((20, 20), 128, np.uint8)).save(root / "healthy" / "gray.jpg")
+    Image.fromarray(np.zeros((20, 20, 4), np.uint8)).save(root / "healthy" / "rgba.png")
+    Image.fromarray(np.full((20, 20), 65535, np.uint16)).save(root / "rust" / "sixteen_bit.png")
+    (root / "rust" / "empty.png").write_bytes(b"")
+    good = root / "blight" / "1.jpg"
+    (root / "blight" / "truncated.jpg").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING):
+        dm = datamodule(ImageFolderDataModule, root, img_size=24, output_dir=tmp_path / "run")
+    assert sum(len(s) for s in dm.splits.values()) == 30 + 3
+    assert set(dm.unreadable) == {"blight/corrupt.jpg", "blight/truncated.jpg", "rust/empty.png"}
+    assert "skipped 3 unreadable" in caplog.text and "corrupt.jpg" in caplog.text
+    assert decode_image(root / "rust" / "sixteen_bit.png", 8).min() == 255
+    assert decode_image(root / "healthy" / "rgba.png", 8).shape == (8, 8, 3)
+    assert "blight/corrupt.jpg" in (tmp_path / "run/data/summary.json").read_text()
+
+    with pytest.raises(DataError, match="corrupt.jpg"):
+        datamodule(ImageFolderDataModule, root, img_size=24, strict=True)
+
+
+@pytest.mark.parametrize("problem", ["missing", "single_class", "empty_class"])
+def test_image_folder_clear_errors(tmp_path, problem):
+    root = tmp_path / "images"
+    if problem != "missing":
+        write_image_folder(root, per_class=3, classes=("a",) if problem == "single_class" else ("a", "b"))
+    if problem == "empty_class":
+        (root / "c").mkdir()
+    match = {"missing": "does not exist", "single_class": "at least 2", "empty_class": r"\['c'\].*no image files"}
+    with pytest.raises(DataError, match=match[problem]):
+        datamodule(ImageFolderDataModule, root, img_size=16)
+
+
+def test_kfold_folds_disjoint_and_cover_everything(tmp_path):
+    root = write_image_folder(tmp_path / "images")
+    held_out = []
+    for fold in range(5):
+        dm = datamodule(ImageFolderDataModule, root, img_size=16, num_folds=5, fold=fold)
+        train, val, test = (set(dm.splits[s].sources) for s in ("train", "val", "test"))
+        assert not (train & val or train & test or val & test)
+        assert (len(train), len(val), len(test)) == (24, 3, 3)
+        held_out.append(val | test)
+    assert set().union(*held_out) == set(train | val | test)
+    assert sum(len(h) for h in held_out) == 30
+
+
+def test_expand_augments_copies_of_training_images_only(tmp_path):
+    root = write_image_folder(tmp_path / "images")
+    plain = datamodule(ImageFolderDataModule, root, img_size=16)
+    dm = datamodule(ImageFolderDataModule, root, img_size=16, expand=4, expand_augment=BatchAugment(hflip=1.0))
+    train, n = dm.splits["train"], len(plain.splits["train"])
+    assert len(train) == 4 * n and per_class(train) == [4 * c for c in per_class(plain.splits["train"])]
+    assert torch.equal(train.images[:n], plain.splits["train"].images)
+    assert torch.equal(train.images[n:2 * n], plain.splits["train"].images.flip(-1))
+    assert train.sources[n].endswith("#copy1")
+    for split in ("val", "test"):
+        assert dm.splits[split].sources == plain.splits[split].sources
+
+
+# -- CIFAR-10 and Fruits-360 --------------------------------------------------------------------------
+def test_cifar10_pickles(tmp_path):
+    root = write_cifar10(tmp_path)
+    dm = datamodule(CIFAR10DataModule, root, download=True)  # files present: no network needed
+    assert dm.class_names == CIFAR_CLASSES
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 80, "val": 20, "test": 20}
+    assert per_class(dm.splits["val"]) == [2] * 10
+    assert dm.splits["train"].images.shape[1:] == (3, 32, 32)
+    first = pickle.loads((root / "cifar-10-batches-py/test_batch").read_bytes())["data"][0]
+    assert torch.equal(dm.splits["test"].images[0].flatten(), torch.from_numpy(first))
+    assert datamodule(CIFAR10DataModule, root, seed=1).splits["val"].sources != dm.splits["val"].sources
+    with pytest.raises(DataError, match="cifar-10-batches-py"):
+        datamodule(CIFAR10DataModule, tmp_path / "nowhere", download=False)
+
+
+def test_fruits360_folders(tmp_path):
+    root = write_fruits360(tmp_path / "fruits-360")
+    dm = datamodule(Fruits360DataModule, root, img_size=32)
+    assert dm.class_names == ["Apple Braeburn", "Banana", "Cherry 1"]
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 24, "val": 6, "test": 12}
+    assert per_class(dm.splits["test"]) == [4, 4, 4] and dm.splits["test"].sources[0].startswith("Test/")
+    assert dm.splits["train"].images.shape[1:] == (3, 32, 32)
+    with pytest.raises(DataError, match="not downloaded automatically.*kaggle"):
+        datamodule(Fruits360DataModule, tmp_path / "elsewhere")
