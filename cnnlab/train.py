@@ -17,6 +17,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.data.base import ImageDataModule
+from cnnlab.evaluation.report import write_run_report
+from cnnlab.evaluation.wandb_views import finish_wandb, log_config, prepare_wandb
 from cnnlab.training.callbacks import EpochTimer
 from cnnlab.training.module import ImageClassifier
 
@@ -79,6 +81,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule = build_datamodule(cfg)
         module = build_module(cfg, datamodule)
         callbacks = _instantiate_all(cfg.get("callbacks"))
+        prepare_wandb(cfg)
         loggers = _instantiate_all(cfg.get("logger"))
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
@@ -88,8 +91,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             num_classes=datamodule.num_classes,
             split_sizes={k: len(v) for k, v in datamodule.splits.items()},
         )
-        for lg in trainer.loggers:
-            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        log_config(trainer.loggers, cfg)
 
         trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt_path(cfg.get("ckpt_path"), output_dir))
         results["train_time_sec"] = round(time.perf_counter() - start, 3)
@@ -99,6 +101,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
             results.update({k: float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()})
+            write_run_report(trainer, module, datamodule, output_dir, results)
         results["status"] = "completed"
         return results
     except BaseException as error:
@@ -109,6 +112,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finally:
         results["wall_time_sec"] = round(time.perf_counter() - start, 3)
         _write_results(output_dir, results)
+        finish_wandb(failed=results["status"] == "failed")
 
 
 def _fit_results(trainer: L.Trainer) -> dict[str, Any]:

@@ -1,0 +1,95 @@
+"""The ``cnnlab-eval`` command: the run report (``report/``) for a checkpoint on any split or dataset.
+
+The checkpoint rebuilds its network and knows its class names and preprocessing; the data comes from
+``data=...`` or, by default, from the checkpoint's run config, so the default reproduces the run's own
+test-split report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate, to_absolute_path
+from omegaconf import DictConfig, OmegaConf
+
+from cnnlab.data.base import ImageDataModule, Split
+from cnnlab.evaluation.predictions import collect_predictions
+from cnnlab.evaluation.report import read_history, write_report
+from cnnlab.evaluation.summary import read_overrides
+from cnnlab.training.module import ImageClassifier
+
+
+def run_dir_of(ckpt_path: Path) -> Path:
+    """``<run dir>`` for ``<run dir>/checkpoints/x.ckpt``; the checkpoint's folder otherwise."""
+    return ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+
+
+def build_datamodule(cfg: DictConfig, run_dir: Path, img_size: int) -> ImageDataModule:
+    """The chosen ``data`` config, else the run's own, at the checkpoint's image size, without augmentation."""
+    if cfg.get("data") is not None:
+        data_cfg = cfg.data
+    else:
+        run_config = run_dir / ".hydra" / "config.yaml"
+        if not run_config.exists():
+            raise FileNotFoundError(f"No {run_config} to take the dataset from: choose one with data=<name>")
+        run_cfg = OmegaConf.load(run_config)
+        run_cfg.paths = cfg.paths  # data_dir and output_dir of this evaluation, the run's seed
+        data_cfg = run_cfg.data
+    return instantiate(data_cfg, img_size=img_size, augment=None)
+
+
+def in_checkpoint_classes(split: Split, names: list[str], checkpoint_names: list[str]) -> Split:
+    """``split`` with labels renumbered to the checkpoint's class order (datasets may list classes differently)."""
+    unknown = [n for n in names if n not in checkpoint_names]
+    if unknown:
+        raise ValueError(f"Classes {unknown} of the dataset are not among the checkpoint's {checkpoint_names}")
+    index = torch.tensor([checkpoint_names.index(n) for n in names])
+    return Split(split.images, index[split.labels], split.sources)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://cnnlab.conf", config_name="eval")
+def main(cfg: DictConfig) -> float:
+    """Write ``report/`` and ``results.json`` (``<split>/acc``, ``/f1_macro``, ``/auroc_macro``); return the accuracy."""
+    ckpt_path = Path(to_absolute_path(cfg.ckpt_path))
+    module = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    hparams = module.hparams
+    run_dir = run_dir_of(ckpt_path)
+    datamodule = build_datamodule(cfg, run_dir, hparams.preprocessing["img_size"])
+    datamodule.setup()
+    split = in_checkpoint_classes(datamodule.splits[cfg.split], datamodule.class_names, list(hparams.class_names))
+    predictions = collect_predictions(module, split, hparams.preprocessing, list(hparams.class_names), cfg.batch_size)
+
+    run_results_path = run_dir / "results.json"
+    run_results = json.loads(run_results_path.read_text()) if run_results_path.exists() else {}
+    run_results.setdefault("num_params", sum(p.numel() for p in module.net.parameters()))
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    report = write_report(
+        predictions,
+        output_dir / "report",
+        split=cfg.split,
+        history=read_history(run_dir / "metrics.csv"),
+        results=run_results,
+        hparams=dict(hparams),
+        overrides=read_overrides(run_dir),
+    )
+    accuracy = float(report.metrics.report["accuracy"])
+    results = {
+        "status": "completed",
+        "ckpt_path": str(ckpt_path),
+        "split": cfg.split,
+        f"{cfg.split}/acc": accuracy,
+        f"{cfg.split}/f1_macro": float(report.metrics.report["macro avg"]["f1-score"]),
+        f"{cfg.split}/auroc_macro": report.metrics.auroc_macro,
+        "num_params": run_results["num_params"],
+    }
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"Report for {ckpt_path} on {cfg.split}: {output_dir / 'report' / 'report.md'}")
+    return accuracy
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Run reports, their plots, W&B views and sweep summaries."""

@@ -1,0 +1,185 @@
+"""Sweep summaries: one row per run (swept overrides, status, headline metrics) as CSV, Markdown and a
+plot of the optimized metric against the swept parameters.
+
+Written by :class:`SweepSummary` (a Hydra callback) at the end of every multirun, and by
+``cnnlab-summarize`` for any set of run or sweep directories.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+# overrides that repeat a configuration rather than change it: the summary averages over them
+REPEAT_KEYS = ("seed", "data.fold")
+METRIC_COLUMNS = ("test/acc", "test/f1_macro", "val/acc_best")
+RUN_COLUMNS = ("epochs", "sec_per_epoch", "params")
+DEFAULT_METRIC = "val/acc_best"
+
+
+def read_overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides of a run, from ``.hydra/overrides.yaml``."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(path)] if path.exists() else []
+
+
+def _override_dict(overrides: list[str]) -> dict[str, str]:
+    pairs = (o.split("=", 1) for o in overrides if "=" in o)
+    return {key.lstrip("+~"): value for key, value in pairs}
+
+
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
+    """Run dirs (with ``.hydra/`` or ``results.json``) at or below each path, in natural order."""
+    found: set[Path] = set()
+    for path in map(Path, paths):
+        markers = [*path.rglob(".hydra"), *path.rglob("results.json")]
+        found.update(marker.parent for marker in markers)
+    return sorted(found, key=_natural_key)
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def run_row(run_dir: Path, base: Path) -> dict[str, Any]:
+    """One summary row: overrides, status and metrics of a run dir (status ``missing`` without results.json)."""
+    path = run_dir / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {"status": "missing"}
+    error = str(results.get("error", "")).splitlines()
+    return {
+        "run": os.path.relpath(run_dir, base),
+        "overrides": _override_dict(read_overrides(run_dir)),
+        "status": results.get("status", "unknown"),
+        **{key: _number(value) for key, value in results.items() if "/" in key},
+        "epochs": results.get("epochs_run"),
+        "sec_per_epoch": _number(results.get("sec_per_epoch")),
+        "params": results.get("num_params"),
+        "error": error[0][:200] if error else "",
+    }
+
+
+@dataclass
+class Summary:
+    """Rows sorted by ``metric`` (best first, failed runs last) and the overrides that vary between them."""
+
+    rows: list[dict[str, Any]]
+    swept: list[str]
+    metric: str
+
+    @property
+    def columns(self) -> list[str]:
+        metrics = [*METRIC_COLUMNS, *([self.metric] if self.metric not in METRIC_COLUMNS else [])]
+        return ["run", *self.swept, "status", *metrics, *RUN_COLUMNS, "error"]
+
+    def table(self) -> list[dict[str, Any]]:
+        """One flat dict per row, keyed by :attr:`columns`."""
+        return [{c: row["overrides"].get(c, "") if c in self.swept else row.get(c) for c in self.columns} for row in self.rows]
+
+    @property
+    def repeat_keys(self) -> list[str]:
+        return [k for k in self.swept if k in REPEAT_KEYS]
+
+    def mean_std(self) -> list[dict[str, Any]]:
+        """Completed runs grouped by every swept override except seed/fold: mean ± std of each metric."""
+        config_keys = [k for k in self.swept if k not in REPEAT_KEYS]
+        groups: dict[tuple, list[dict]] = {}
+        for row in self.rows:
+            if row["status"] == "completed":
+                groups.setdefault(tuple(row["overrides"].get(k, "") for k in config_keys), []).append(row)
+        table = []
+        for values, rows in groups.items():
+            entry: dict[str, Any] = dict(zip(config_keys, values), runs=len(rows))
+            for column in [c for c in self.columns if c in (*METRIC_COLUMNS, self.metric, "epochs", "sec_per_epoch")]:
+                numbers = [float(r[column]) for r in rows if r.get(column) is not None and not math.isnan(float(r[column]))]
+                entry[column] = (statistics.mean(numbers), statistics.stdev(numbers) if len(numbers) > 1 else 0.0) if numbers else None
+            table.append(entry)
+        return table
+
+
+def summarize(run_dirs: list[Path], base: Path, metric: str | None = None) -> Summary:
+    """Summary of ``run_dirs``; ``metric`` defaults to the runs' ``optimized_metric``."""
+    rows = [run_row(d, base) for d in run_dirs]
+    if metric is None:
+        configs = [d / ".hydra" / "config.yaml" for d in run_dirs if (d / ".hydra" / "config.yaml").exists()]
+        metric = OmegaConf.load(configs[0]).get("optimized_metric", DEFAULT_METRIC) if configs else DEFAULT_METRIC
+    keys = list(dict.fromkeys(k for row in rows for k in row["overrides"]))
+    swept = [k for k in keys if len({row["overrides"].get(k) for row in rows}) > 1]
+    sign = 1 if "loss" in metric else -1
+
+    def order(row: dict) -> tuple:
+        value = row.get(metric, math.nan)
+        failed = row["status"] != "completed" or value is None or math.isnan(value)
+        return (failed, 0.0 if failed else sign * value)
+
+    return Summary(sorted(rows, key=order), swept, metric)
+
+
+def _format(value: Any, column: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, tuple):
+        return f"{_format(value[0], column)} ± {_format(value[1], column)}"
+    if column == "params" and isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.2f}" if column in ("sec_per_epoch", "epochs") else f"{value:.4f}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of dicts that share their keys."""
+    if not rows:
+        return "(no runs)\n"
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_format(row[c], c) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(summary: Summary, out_dir: Path) -> str:
+    """Write summary.csv, summary.md and summary.png in ``out_dir``; return the Markdown."""
+    from cnnlab.evaluation.plots import save, sweep_figure
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = summary.table()
+    with open(out_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=summary.columns)
+        writer.writeheader()
+        writer.writerows({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v for k, v in row.items()} for row in table)
+    statuses = [row["status"] for row in summary.rows]
+    markdown = (
+        f"# Summary of {len(table)} runs\n\n"
+        f"Sorted by `{summary.metric}`; swept: {', '.join(f'`{k}`' for k in summary.swept) or 'nothing'}; "
+        f"{statuses.count('completed')} completed, {len(statuses) - statuses.count('completed')} not.\n\n"
+        + markdown_table(table)
+    )
+    if summary.repeat_keys:
+        markdown += f"\n## Mean ± std over {', '.join(f'`{k}`' for k in summary.repeat_keys)}\n\n" + markdown_table(summary.mean_std())
+    plotted = [k for k in summary.swept if k not in REPEAT_KEYS] or summary.swept
+    save(sweep_figure([{**r["overrides"], **r} for r in summary.rows], plotted, summary.metric), out_dir / "summary.png")
+    markdown += "\n![summary](summary.png)\n"
+    (out_dir / "summary.md").write_text(markdown)
+    return markdown
+
+
+class SweepSummary(Callback):
+    """Hydra callback: summarize every job of a multirun into its sweep dir."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        summary = summarize(find_run_dirs([sweep_dir]), base=sweep_dir, metric=config.get("optimized_metric"))
+        write_summary(summary, sweep_dir)

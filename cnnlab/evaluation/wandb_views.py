@@ -1,0 +1,102 @@
+"""Weights & Biases views of a run: flat config keys, report images and tables, offline fallback,
+one W&B run per job (grouped by sweep).
+
+``wandb`` is imported only when a W&B logger is configured: plain CSV runs never pay for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from cnnlab.evaluation.report import Report
+
+log = logging.getLogger(__name__)
+
+OFFLINE_MODES = ("offline", "dryrun", "disabled")
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` to ``{"optim.lr": 0.1}``, so W&B can group and plot by each key."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def prepare_wandb(cfg: DictConfig) -> None:
+    """Before the W&B logger is built: go offline (without prompting) when there is no W&B login, and
+    in a multirun put every job in one group named after the sweep and name it by its overrides."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if not wandb_cfg:
+        return
+    import wandb
+
+    if os.environ.get("WANDB_MODE", "") not in OFFLINE_MODES and not wandb_cfg.get("offline"):
+        if not wandb.login(prompt=False, verify=False):
+            log.warning("No W&B login: logging offline; upload later with the `wandb sync` command printed at the end")
+            # WANDB_MODE, not the logger's `offline` flag, which Lightning refuses together with log_model
+            os.environ["WANDB_MODE"] = "offline"
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        hydra_cfg = HydraConfig.get()
+        sweep_dir = Path(hydra_cfg.sweep.dir)
+        log_dir = Path(cfg.paths.log_dir)
+        wandb_cfg.group = str(sweep_dir.relative_to(log_dir)) if sweep_dir.is_relative_to(log_dir) else sweep_dir.name
+        if not wandb_cfg.get("name"):
+            wandb_cfg.name = hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
+
+
+def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
+    """Give every logger the resolved config; W&B gets it as flat dotted keys."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams(flatten(config) if isinstance(logger, WandbLogger) else config)
+
+
+def log_report(loggers: list[Logger], report: Report) -> None:
+    """Show the report in W&B: figures as images, confusion matrix and classification report as tables."""
+    wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
+    if not wandb_loggers:
+        return
+    import wandb
+
+    names, metrics = report.class_names, report.metrics
+    rows = [*names, "macro avg", "weighted avg"]
+    columns = ["precision", "recall", "f1-score", "support"]
+    data: dict[str, Any] = {f"report/{name}": wandb.Image(str(path)) for name, path in report.figures.items()}
+    data["report/confusion_matrix_table"] = wandb.Table(
+        columns=["true \\ predicted", *names], data=[[name, *counts] for name, counts in zip(names, metrics.confusion.tolist())]
+    )
+    data["report/classification_report"] = wandb.Table(
+        columns=["class", *columns], data=[[row, *(metrics.report[row][c] for c in columns)] for row in rows]
+    )
+    for logger in wandb_loggers:
+        logger.experiment.log(data)
+        logger.experiment.summary[f"{report.split}/auroc_macro"] = metrics.auroc_macro
+
+
+def finish_wandb(failed: bool) -> None:
+    """End the job's W&B run (so the next multirun job starts its own) and, when offline, print how to
+    upload it."""
+    wandb = sys.modules.get("wandb")
+    if wandb is None or wandb.run is None:
+        return
+    run = wandb.run
+    offline = run.offline
+    run_dir = Path(run.dir).parent
+    wandb.finish(exit_code=1 if failed else 0)
+    if offline:
+        print(f"W&B run saved offline; upload it with:\n  wandb sync {run_dir}")
