@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import logging
+
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cnnlab.train import train
 
+log = logging.getLogger(__name__)
+
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnlab.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Train one run; return the configured ``optimized_metric`` for sweepers."""
-    results = train(cfg)
+    """Train one run; return the configured ``optimized_metric`` for sweepers.
+
+    In a multirun a failed job returns NaN instead of raising, so the sweep goes on; its results.json
+    records the error and the sweep summary lists it.
+    """
+    try:
+        results = train(cfg)
+    except Exception:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        log.exception("Job failed; the sweep goes on")
+        return float("nan")
     value = results.get(cfg.get("optimized_metric"))
     return None if value is None else float(value)
 
