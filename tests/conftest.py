@@ -1,0 +1,52 @@
+"""Shared test helpers: run the real CLI in a subprocess and find what it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """Environment for CLI subprocesses: offline hubs, quiet logs, plus ``extra``."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline", WANDB_SILENT="true", PYTHONWARNINGS="ignore")
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], cwd: Path, module: str = "cnnlab.cli", check: bool = True, **env: str):
+    """Run ``python -m <module> <args>`` in ``cwd``; fail the test with its output if it fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=cli_env(**env), capture_output=True, text=True
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"{module} {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def run_dirs(cwd: Path) -> list[Path]:
+    """Run directories (those holding results.json) below ``cwd/outputs``, oldest first."""
+    return sorted(p.parent for p in (cwd / "outputs").rglob("results.json"))
+
+
+def read_results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture
+def cnnlab(tmp_path: Path):
+    """Call the real ``cnnlab`` CLI in a temporary working directory."""
+
+    def call(*args: str, check: bool = True, **env: str):
+        return run_cli(list(args), tmp_path, check=check, **env)
+
+    call.cwd = tmp_path
+    return call
