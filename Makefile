@@ -2,7 +2,8 @@
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?=
+# one test process per core, each with one torch thread: faster than two threads per process here
+PYTEST_ARGS ?= -n auto --dist loadfile
 
 .PHONY: demo test install clean
 
@@ -20,7 +21,7 @@ demo: install
 	$(VENV)/bin/cnnlab
 
 test: install
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
