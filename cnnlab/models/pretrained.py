@@ -10,7 +10,6 @@ the nonlinearities its weights were trained with.
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import timm
@@ -25,12 +24,9 @@ class PretrainedWeightsUnavailable(RuntimeError):
     """ImageNet weights could not be downloaded; the message says how to load them from a file instead."""
 
 
-def weights_file_command(name: str, path: str) -> str:
-    """The shell command that saves timm model ``name``'s ImageNet backbone weights to ``path``."""
-    return (
-        f"python -c \"import timm, torch; torch.save(timm.create_model('{name}', pretrained=True, "
-        f"num_classes=0).state_dict(), '{path}')\""
-    )
+def save_backbone_weights(name: str, path: str) -> None:
+    """Download timm model ``name``'s ImageNet weights; save its backbone state dict to ``path`` for ``weights_path``."""
+    torch.save(timm.create_model(name, pretrained=True, num_classes=0).state_dict(), path)
 
 
 def create_backbone(name: str, in_chans: int, pretrained: bool, weights_path: str | None) -> nn.Module:
@@ -43,10 +39,11 @@ def create_backbone(name: str, in_chans: int, pretrained: bool, weights_path: st
         return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans)
     except OSError:  # hub or URL unreachable (offline, no network): the cause is not the user's to debug
         file = f"{name}.pth"
+        # one line without quotes: Hydra shows it inside an InstantiationException as repr()
         raise PretrainedWeightsUnavailable(
-            f"cannot download ImageNet weights for timm model '{name}' (no network?). Load them from a file:\n"
-            f"  1. on a connected machine: {weights_file_command(name, file)}\n"
-            f"  2. copy {file} here and add  model.weights_path=/path/to/{file}  to the command"
+            f"cannot download ImageNet weights for timm model {name} (no network?). Use a local file instead: "
+            f"on a connected machine run  python -m cnnlab.models.pretrained {name} {file}  then copy {file} "
+            f"here and add  model.weights_path=/path/to/{file}  to the command"
         ) from None
 
 
@@ -88,12 +85,28 @@ class TimmClassifier(nn.Module):
         return self.head(self.backbone(x))
 
 
-# S1: MobileNetV2 (alpha 1.0), Dropout(0.5), Dense(k)
-mobilenetv2 = register_model("mobilenetv2")(partial(TimmClassifier, name="mobilenetv2_100", drop_rate=0.5))
-# S3, S4: ResNet-50, GAP + Dense(k)
-resnet50_pretrained = register_model("resnet50_pretrained")(partial(TimmClassifier, name="resnet50"))
-# S4: EfficientNetV2-B0 (timm's port of the Keras weights), GAP, Dense(512, ReLU), Dropout(0.5), Dense(k)
-efficientnetv2_b0 = register_model("efficientnetv2_b0")(
-    partial(TimmClassifier, name="tf_efficientnetv2_b0", hidden=512, drop_rate=0.5)
-)
+@register_model("mobilenetv2")
+def mobilenetv2(**kwargs) -> TimmClassifier:
+    """S1: MobileNetV2 (timm mobilenetv2_100), head Dropout(0.5) + Dense(k)."""
+    return TimmClassifier(**{"name": "mobilenetv2_100", "drop_rate": 0.5, **kwargs})
+
+
+@register_model("resnet50_pretrained")
+def resnet50_pretrained(**kwargs) -> TimmClassifier:
+    """S3, S4: ResNet-50 (timm resnet50), head GAP + Dense(k)."""
+    return TimmClassifier(**{"name": "resnet50", **kwargs})
+
+
+@register_model("efficientnetv2_b0")
+def efficientnetv2_b0(**kwargs) -> TimmClassifier:
+    """S4: EfficientNetV2-B0 (timm tf_efficientnetv2_b0, the Keras weights), head GAP, Dense(512, ReLU),
+    Dropout(0.5), Dense(k)."""
+    return TimmClassifier(**{"name": "tf_efficientnetv2_b0", "hidden": 512, "drop_rate": 0.5, **kwargs})
+
+
 register_model("timm")(TimmClassifier)
+
+if __name__ == "__main__":  # python -m cnnlab.models.pretrained TIMM_NAME FILE
+    import sys
+
+    save_backbone_weights(*sys.argv[1:3])
