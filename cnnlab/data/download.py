@@ -23,6 +23,6 @@ def download_or_explain(dataset: str, url: str, layout: str, download: Callable[
             f"{dataset} could not be downloaded from {url} ({type(error).__name__}: {error}).\n"
             f"Download it on a machine with network access and place it as:\n  {layout}\n"
             f"or point data.root at a folder that already holds it."
-        ) from error
+        ) from None  # the message carries the cause; the urllib traceback would only bury it
     finally:
         socket.setdefaulttimeout(previous)
