@@ -1,0 +1,1 @@
+"""LightningDataModules, one per dataset, sharing :class:`cnnlab.data.base.ImageDataModule`."""
