@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -106,6 +106,10 @@ class ImageClassifier(LightningModule):
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
         self.log("test/f1_macro", self.test_f1, on_step=False, on_epoch=True)
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The freeze policy, when it acts during training (two_stage)."""
+        return [self.freeze_policy] if isinstance(self.freeze_policy, Callback) else []
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.net.parameters() if p.requires_grad]
