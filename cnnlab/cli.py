@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from cnnlab.errors import CnnlabError
 from cnnlab.train import train
 
 log = logging.getLogger(__name__)
@@ -21,10 +23,16 @@ def main(cfg: DictConfig) -> float | None:
     In a multirun a failed job returns NaN instead of raising, so the sweep goes on; its results.json
     records the error and the sweep summary lists it.
     """
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         results = train(cfg)
+    except CnnlabError as error:
+        if not multirun:
+            sys.exit(f"cnnlab: error: {error}")
+        log.error("Job failed, the sweep goes on: %s", error)
+        return float("nan")
     except Exception:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if not multirun:
             raise
         log.exception("Job failed; the sweep goes on")
         return float("nan")

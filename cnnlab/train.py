@@ -16,11 +16,16 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from cnnlab.config import validate
 from cnnlab.data.base import ImageDataModule
+from cnnlab.environment import environment
+from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.report import write_run_report
 from cnnlab.evaluation.wandb_views import finish_wandb, log_config, prepare_wandb
 from cnnlab.training.callbacks import EpochTimer
+from cnnlab.models.complexity import count_macs
 from cnnlab.training.module import ImageClassifier
+from cnnlab.training.resume import check_compatible, load_checkpoint, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +59,6 @@ def build_module(cfg: DictConfig, datamodule: ImageDataModule) -> ImageClassifie
     )
 
 
-def _resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    if ckpt_path == "last":
-        path = output_dir / "checkpoints" / "last.ckpt"
-        if not path.exists():
-            raise FileNotFoundError(f"ckpt_path=last but there is no {path}; pass the run's hydra.run.dir")
-        return str(path)
-    return ckpt_path
-
-
 def _write_results(output_dir: Path, results: dict) -> None:
     path = output_dir / "results.json"
     tmp = path.with_suffix(".json.tmp")
@@ -74,12 +70,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint (lowest val/loss); write and return results.json."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"status": "running"}
+    results: dict[str, Any] = {"status": "running", "environment": environment()}
     start = time.perf_counter()
     try:
+        validate(cfg)
+        ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)
         L.seed_everything(cfg.seed, workers=True)
         datamodule = build_datamodule(cfg)
         module = build_module(cfg, datamodule)
+        if ckpt_path:
+            check_compatible(load_checkpoint(ckpt_path, cfg.trust_checkpoint), dict(module.hparams), ckpt_path)
         callbacks = _instantiate_all(cfg.get("callbacks"))
         prepare_wandb(cfg)
         loggers = _instantiate_all(cfg.get("logger"))
@@ -88,12 +88,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results.update(
             num_params=sum(p.numel() for p in module.net.parameters()),
             trainable_params=sum(p.numel() for p in module.trainable_parameters()),
+            macs=count_macs(module.net, datamodule.in_chans, datamodule.img_size),
             num_classes=datamodule.num_classes,
             split_sizes={k: len(v) for k, v in datamodule.splits.items()},
         )
         log_config(trainer.loggers, cfg)
 
-        trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt_path(cfg.get("ckpt_path"), output_dir))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not cfg.trust_checkpoint)
         results["train_time_sec"] = round(time.perf_counter() - start, 3)
         results.update(_fit_results(trainer))
 
@@ -105,9 +106,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results["status"] = "completed"
         return results
     except BaseException as error:
-        results["status"] = "failed"
-        results["error"] = f"{type(error).__name__}: {error}"
-        results["traceback"] = traceback.format_exc()
+        interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
+        results["status"] = "interrupted" if interrupted else "failed"
+        results["error"] = str(error) if isinstance(error, CnnlabError) else f"{type(error).__name__}: {error}"
+        if not isinstance(error, CnnlabError):
+            results["traceback"] = traceback.format_exc()
+        if _is_out_of_memory(error):
+            raise CnnlabError(
+                f"out of memory with data.batch_size={cfg.data.batch_size}: try a smaller batch, "
+                f"e.g. data.batch_size={max(1, cfg.data.batch_size // 2)} ({error})"
+            ) from error
         raise
     finally:
         results["wall_time_sec"] = round(time.perf_counter() - start, 3)
@@ -115,12 +123,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         finish_wandb(failed=results["status"] == "failed")
 
 
+def _is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    )
+
+
 def _fit_results(trainer: L.Trainer) -> dict[str, Any]:
     timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimer)), None)
     ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best_epoch = None
     if ckpt is not None and ckpt.best_model_path:
-        best_epoch = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)["epoch"]
+        best_epoch = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["epoch"]
     metrics = trainer.callback_metrics
     return {
         "epochs_run": trainer.current_epoch,

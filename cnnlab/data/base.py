@@ -8,12 +8,12 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,21 @@ class TensorImageDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices)
         return self.split.images[index], self.split.labels[index]
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A new order every epoch, drawn from (seed, epoch) alone: a run resumed at epoch k sees the same
+    order as the uninterrupted run did."""
+
+    def __init__(self, size: int, seed: int, epoch: Callable[[], int]) -> None:
+        self.size, self.seed, self.epoch = size, seed, epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch())
+        return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
 def keep_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,15 +144,18 @@ class ImageDataModule(LightningDataModule):
         return TensorImageDataset(self.splits[split])
 
     def _loader(self, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
+        dataset = self.dataset(split)
+        sampler = EpochShuffleSampler(len(dataset), self.seed, self._current_epoch) if shuffle else None
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            generator=generator if shuffle else None,
+            sampler=sampler,
             collate_fn=keep_batch,
             num_workers=self.num_workers,
         )
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from cnnlab.errors import CnnlabError
 
-class DataError(RuntimeError):
+
+class DataError(CnnlabError):
     """Its message is the whole explanation (what is wrong, where, what to do), so the CLI can print it
     without a traceback."""

@@ -1,0 +1,143 @@
+"""Checks a composed run config before any data is loaded, so mistakes fail in seconds with one line
+naming the key, the bad value and what is allowed."""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import types
+import typing
+from typing import Any, Callable
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cnnlab.errors import ConfigError
+from cnnlab.training.module import RUNTIME_KEYS, build_network
+
+# groups whose keys are constructor arguments of their `_target_`
+TARGET_GROUPS = ("model", "activation", "data", "optim", "scheduler", "freeze")
+# key -> (predicate, description of the allowed range)
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "optim.lr": (lambda v: v > 0, "a learning rate > 0, e.g. 1e-3"),
+    "optim.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "data.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "data.img_size": (lambda v: v >= 8, "an integer >= 8"),
+    "trainer.max_epochs": (lambda v: v >= 1 or v == -1, "an integer >= 1 (or -1 for no limit)"),
+    "callbacks.early_stopping.patience": (lambda v: v >= 0, "an integer >= 0"),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for the first problem found in ``cfg``."""
+    for group in TARGET_GROUPS:
+        node = cfg.get(group)
+        if node is not None and node.get("_target_"):
+            _check_arguments(group, node)
+    for key, (allowed, description) in RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (not _is_number(value) or not allowed(value)):
+            raise ConfigError(f"{key}={value!r} is invalid: expected {description}")
+    _check_fold(cfg)
+    _check_network(cfg)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_fold(cfg: DictConfig) -> None:
+    folds, fold = cfg.data.get("num_folds"), cfg.data.get("fold")
+    if folds is None or fold is None:
+        return
+    if not isinstance(folds, int) or folds < 2:
+        raise ConfigError(f"data.num_folds={folds!r} is invalid: expected an integer >= 2 (or null for no folds)")
+    if not isinstance(fold, int) or not 0 <= fold < folds:
+        raise ConfigError(f"data.fold={fold!r} is out of range: expected 0..{folds - 1} for data.num_folds={folds}")
+
+
+def _check_arguments(group: str, node: DictConfig) -> None:
+    """Unknown keys and values of the wrong type, judged against the target's signature."""
+    try:
+        target = get_object(node._target_)
+    except Exception as error:
+        raise ConfigError(f"{group}._target_={node._target_!r} cannot be imported: {error}") from None
+    signature, hints = _signature(target)
+    if signature is None:
+        return
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    for key, value in node.items():
+        if key.startswith("_") or (group == "model" and key in RUNTIME_KEYS):
+            continue
+        if key not in signature.parameters:
+            if not takes_any:
+                valid = sorted(k for k in signature.parameters if k not in ("self", "params", "optimizer"))
+                raise ConfigError(f"{group}.{key} is not an option of {node._target_}; valid keys: {valid}")
+            continue
+        expected = hints.get(key)
+        if expected is not None and not _matches(value, expected):
+            raise ConfigError(
+                f"{group}.{key}={value!r} has the wrong type: expected {_type_name(expected)}"
+            )
+
+
+def _signature(target: Any) -> tuple[inspect.Signature | None, dict[str, Any]]:
+    function = target.__init__ if inspect.isclass(target) else target
+    try:
+        signature = inspect.signature(target)
+        hints = typing.get_type_hints(function)
+    except (TypeError, ValueError, NameError):
+        return None, {}
+    return signature, hints
+
+
+SIMPLE_TYPES = (bool, int, float, str)
+
+
+def _matches(value: Any, expected: Any) -> bool:
+    """Whether ``value`` fits an annotation made of bool/int/float/str/None; True for anything richer."""
+    is_union = typing.get_origin(expected) in (typing.Union, types.UnionType)
+    options = typing.get_args(expected) if is_union else (expected,)
+    if not all(o in SIMPLE_TYPES or o is type(None) for o in options):
+        return True
+    if value is None:
+        return type(None) in options
+    if isinstance(value, bool):
+        return bool in options
+    if isinstance(value, int):
+        return int in options or float in options
+    if isinstance(value, float):
+        return float in options
+    return isinstance(value, str) and str in options
+
+
+def _type_name(expected: Any) -> str:
+    options = typing.get_args(expected) or (expected,)
+    return " or ".join("null" if o is type(None) else getattr(o, "__name__", str(o)) for o in options)
+
+
+def _check_network(cfg: DictConfig) -> None:
+    """Build the network once (without pretrained weights) and run it on zeros: catches images too
+    small for the model and freeze counts beyond its layers."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model.update({key: None if key == "weights_path" else False for key in ("pretrained", "weights_path") if key in model})
+    activation = OmegaConf.to_container(cfg.activation, resolve=True) if cfg.get("activation") else None
+    img_size = cfg.data.img_size
+    try:
+        net = build_network(model, activation, num_classes=2, in_chans=3, img_size=img_size)
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, 3, img_size, img_size))
+    except (RuntimeError, ValueError, InstantiationException) as error:
+        reason = str(error.__cause__ or error).splitlines()[0]
+        raise ConfigError(
+            f"data.img_size={img_size} is too small for model={cfg.model._target_} ({reason}); "
+            "use a larger data.img_size"
+        ) from None
+    freeze = cfg.get("freeze")
+    if freeze is not None and freeze.get("_target_"):
+        try:
+            instantiate(freeze).apply(net)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
