@@ -4,8 +4,8 @@ A *layer* is a module that owns parameters itself (``module.parameters(recurse=F
 a conv, a BatchNorm, a linear layer, a ViT's position embedding on its root module), listed in
 registration order, which follows the forward pass in timm and cnnlab models, excluding ``net.head``.
 "The last N layers" are the last N of that list; the head always trains. Unlike Keras' layer counts,
-parameter-free layers (activations, pooling, padding, adds) are not counted, so S4's "last 50 Keras
-layers" is roughly ``trainable=30`` to ``40`` here, not the same set.
+parameter-free layers (activations, pooling, padding, adds, SE multiplies) are not counted: S4's "last
+50 layers" of Keras' EfficientNetV2-B0 are about its last 25 here.
 
 Frozen BatchNorm layers are put in eval mode: they normalize with their stored (e.g. ImageNet)
 statistics and do not update them, as Keras does for BN layers with ``trainable=False`` (what the
