@@ -20,6 +20,7 @@ from cnnlab.config import validate
 from cnnlab.data.base import ImageDataModule
 from cnnlab.environment import environment
 from cnnlab.errors import CnnlabError
+from cnnlab.evaluation.data_plots import plot_data
 from cnnlab.evaluation.report import write_run_report
 from cnnlab.evaluation.wandb_views import finish_wandb, log_config, prepare_wandb
 from cnnlab.training.callbacks import EpochTimer
@@ -80,6 +81,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         module = build_module(cfg, datamodule)
         if ckpt_path:
             check_compatible(load_checkpoint(ckpt_path, cfg.trust_checkpoint), dict(module.hparams), ckpt_path)
+        plot_data(datamodule, output_dir / "report")
         callbacks = _instantiate_all(cfg.get("callbacks"))
         prepare_wandb(cfg)
         loggers = _instantiate_all(cfg.get("logger"))

@@ -65,6 +65,7 @@ class ImageClassifier(LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_f1 = MulticlassF1Score(num_classes, average="macro")
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # checkpointed, so a resumed run keeps its best so far
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -84,9 +85,6 @@ class ImageClassifier(LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()
-
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
         self.val_loss(loss)
@@ -95,7 +93,8 @@ class ImageClassifier(LightningModule):
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
-        self.val_acc_best(self.val_acc.compute())
+        if not self.trainer.sanity_checking:
+            self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
