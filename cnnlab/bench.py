@@ -218,17 +218,17 @@ class VisibleImageFolder(ImageFolder):
         return classes, {name: i for i, name in enumerate(classes)}
 
 
-def conventional_transform(augment: DictConfig) -> Callable:
+def conventional_transform(augment: DictConfig | dict) -> Callable:
     """torchvision PIL transforms with the parameters of cnnlab's ``BatchAugment`` preset (the affine
     pads with black: PIL has no reflection padding)."""
     from torchvision import transforms as T
 
     ops: list[Callable] = []
-    if augment.get("hflip"):
-        ops.append(T.RandomHorizontalFlip(augment.hflip))
-    if augment.get("vflip"):
-        ops.append(T.RandomVerticalFlip(augment.vflip))
-    degrees, translate, zoom = (augment.get(k) or 0.0 for k in ("degrees", "translate", "zoom"))
+    hflip, vflip, degrees, translate, zoom = (augment.get(k) or 0.0 for k in ("hflip", "vflip", "degrees", "translate", "zoom"))
+    if hflip:
+        ops.append(T.RandomHorizontalFlip(hflip))
+    if vflip:
+        ops.append(T.RandomVerticalFlip(vflip))
     if degrees or translate or zoom:
         ops.append(T.RandomAffine(
             degrees, translate=(translate, translate) if translate else None, scale=(1 - zoom, 1 + zoom) if zoom else None,
@@ -285,7 +285,7 @@ class FirstStepClock(Callback):
             self.path.write_text(f"{seconds_since_process_start():.3f}")
 
 
-def measure_startup(data_root: Path, img_size: int, repeats: int = 2) -> dict:
+def measure_startup(data_root: Path, img_size: int, repeats: int) -> dict:
     """Seconds a bare ``cnnlab`` run (EuroSAT data, decoded cache warm) spends before its first training
     step, best of ``repeats`` subprocesses."""
     figures = []
@@ -394,7 +394,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="untimed floor steps per round")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of all modes")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers of conventional")
-    parser.add_argument("--startup", action="store_true", help="also time a bare cnnlab run up to its first training step")
+    parser.add_argument("--startup", type=int, default=0, metavar="N", help="also time N bare cnnlab runs up to their first training step")
     parser.add_argument("--data-dir", type=Path, default=Path("data/bench"), help="where generated folders are kept")
     parser.add_argument("--output", type=Path, default=Path("bench.json"))
     args = parser.parse_args(argv)
@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         results["runs"] = [bench_model(spec, args, data_root, Path(workdir)) for spec in args.model]
     if args.startup:
-        results["startup"] = measure_startup(data_root, args.img_size)
+        results["startup"] = measure_startup(data_root, args.img_size, args.startup)
     results["machine"]["load_average_end"] = os.getloadavg()
     args.output.write_text(json.dumps(results, indent=2))
     print(table(results["runs"]))

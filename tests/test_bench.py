@@ -1,0 +1,68 @@
+"""cnnlab-bench on tiny settings: every mode runs, the JSON holds every figure, the generated folder is
+in EuroSAT's layout. No timed assertions: the figures themselves are the benchmark's output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cnnlab.bench import EUROSAT_CLASSES, MODES, conventional_transform, main, make_eurosat_folder
+from cnnlab.data.eurosat import EuroSATDataModule
+
+TINY = ["--img-size", "32", "--images", "60", "--batch-size", "8", "--epochs", "2", "--windows", "2",
+        "--window-steps", "1", "--warmup", "1", "--workers", "1"]
+
+
+def run_bench(tmp_path: Path, *args: str) -> dict:
+    output = tmp_path / "bench.json"
+    main([*TINY, "--data-dir", str(tmp_path / "data"), "--output", str(output), *args])
+    return json.loads(output.read_text())
+
+
+def test_every_mode_runs_and_the_json_has_the_fields(tmp_path, capsys):
+    results = run_bench(tmp_path, "--model", "cnn_baseline_s4 model.dropout=0.1", "--rounds", "2")
+    assert {"cpu", "cores", "bf16_supported", "load_average_start", "load_average_end"} <= results["machine"].keys()
+    (run,) = results["runs"]
+    assert run["model"] == "cnn_baseline_s4 model.dropout=0.1" and not run["channels_last"]
+    assert run["train_images"] == 36 and run["precision"] == "32-true" and run["augment"]["degrees"] == 45.0
+    assert set(run["modes"]) == set(MODES)
+    for mode, entry in run["modes"].items():
+        # 2 rounds: 2 floor windows each, 1 epoch after warm-up each
+        assert len(entry["samples"]) == (4 if mode == "floor" else 2), mode
+        assert entry["img_per_s"] > 0 and entry["peak_mem_mb"] > 0
+    assert run["modes"]["cnnlab"]["eval_img_per_s"] > 0
+    assert run["cnnlab_vs_floor"] > 0 and run["cnnlab_vs_conventional"] > 0
+    table = capsys.readouterr().out
+    assert table.count("| cnn_baseline_s4 model.dropout=0.1 |") == 3 and "/ conventional" in table
+
+
+def test_startup_and_mode_subset(tmp_path):
+    results = run_bench(tmp_path, "--model", "cnn_baseline_s4", "--modes", "floor", "--startup", "1")
+    (run,) = results["runs"]
+    assert list(run["modes"]) == ["floor"] and run["cnnlab_vs_floor"] is None
+    assert results["startup"]["sec_to_first_step"] > 0 and len(results["startup"]["samples"]) == 1
+
+
+def test_generated_folder_is_readable_as_eurosat(tmp_path):
+    root = make_eurosat_folder(tmp_path, 50, 32)
+    assert make_eurosat_folder(tmp_path, 50, 32) == root  # made once
+    dm = EuroSATDataModule(root=root, img_size=32, download=False)
+    dm.setup()
+    assert dm.class_names == sorted(EUROSAT_CLASSES)
+    assert sum(len(s) for s in dm.splits.values()) == 50
+    assert dm.splits["train"].images.shape[1:] == (3, 32, 32)
+
+
+def test_conventional_transform_mirrors_the_preset():
+    from torchvision import transforms as T
+
+    ops = conventional_transform({"hflip": 0.5, "vflip": 0.0, "degrees": 15.0, "translate": 0.1, "zoom": 0.1}).transforms
+    assert [type(op) for op in ops] == [T.RandomHorizontalFlip, T.RandomAffine, T.ToTensor]
+    assert ops[1].degrees == [-15.0, 15.0] and ops[1].translate == (0.1, 0.1) and ops[1].scale == (0.9, 1.1)
+
+
+def test_unknown_mode_is_an_error(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--modes", "floor,fastest", "--data-dir", str(tmp_path)])
