@@ -66,3 +66,18 @@ def test_conventional_transform_mirrors_the_preset():
 def test_unknown_mode_is_an_error(tmp_path):
     with pytest.raises(SystemExit):
         main(["--modes", "floor,fastest", "--data-dir", str(tmp_path)])
+
+
+def test_on_an_accelerator_the_cache_moves_to_the_device_once(tmp_path):
+    """The GPU path, checked on the meta device (no GPU here): batches come out of the device copy."""
+    from types import SimpleNamespace
+
+    import torch
+
+    dm = EuroSATDataModule(root=make_eurosat_folder(tmp_path, 50, 32), img_size=32, batch_size=4, download=False)
+    dm.setup()
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")), current_epoch=0)
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.device.type == labels.device.type == "meta" and images.shape == (4, 3, 32, 32)
+    assert dm.dataset("train").split is dm.dataset("train").split  # moved once, then reused
+    assert dm.splits["train"].images.device.type == "cpu"

@@ -108,6 +108,7 @@ class ImageDataModule(LightningDataModule):
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.class_names: list[str] = []
         self.splits: dict[str, Split] = {}
+        self._device_splits: dict[str, Split] = {}
 
     # -- what subclasses provide -------------------------------------------------------------
     def load_splits(self) -> dict[str, Split]:
@@ -141,7 +142,18 @@ class ImageDataModule(LightningDataModule):
 
     def dataset(self, split: str) -> Dataset:
         """The split as a dataset whose ``__getitems__`` returns a stacked (uint8 images, labels) batch."""
-        return TensorImageDataset(self.splits[split])
+        return TensorImageDataset(self._on_device(split))
+
+    def _on_device(self, name: str) -> Split:
+        """The split, moved once to the trainer's GPU when there is one (and no loader workers): batches
+        are then gathered on the device and nothing is copied per step."""
+        split = self.splits[name]
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if device.type == "cpu" or self.num_workers:
+            return split
+        if name not in self._device_splits:
+            self._device_splits[name] = Split(split.images.to(device), split.labels.to(device), split.sources)
+        return self._device_splits[name]
 
     def _loader(self, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
         dataset = self.dataset(split)
