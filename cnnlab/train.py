@@ -122,7 +122,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finally:
         results["wall_time_sec"] = round(time.perf_counter() - start, 3)
         _write_results(output_dir, results)
-        finish_wandb(failed=results["status"] == "failed")
+        finish_wandb(failed=results["status"] != "completed")
 
 
 def _is_out_of_memory(error: BaseException) -> bool:

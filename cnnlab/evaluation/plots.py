@@ -28,7 +28,7 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _short(name: str, width: int = 14) -> str:
+def _short(name: str, width: int = 18) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
@@ -117,8 +117,9 @@ def per_class_metrics_figure(per_class: dict[str, list[float]], class_names: lis
     for i, (metric, values) in enumerate(per_class.items()):
         ax.bar(x + (i - 1) * width, values, width, label=metric)
     _class_ticks(ax, [_short(n) for n in class_names], x)
-    ax.set(ylim=(0, 1.05), ylabel="score", title="Per-class precision, recall and F1")
-    ax.legend(ncol=3, fontsize=8, loc="lower right")
+    ax.set(ylim=(0, 1.05), ylabel="score")
+    ax.set_title("Per-class precision, recall and F1", pad=24)
+    ax.legend(ncol=3, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return fig
 
@@ -130,9 +131,9 @@ def _displayable(image: np.ndarray) -> np.ndarray:
 
 def misclassified_figure(predictions: Predictions, max_images: int = 25) -> Figure:
     """The most confident mistakes, each titled with predicted class, confidence and true class."""
-    wrong = np.flatnonzero(predictions.predicted != predictions.labels)
+    all_wrong = np.flatnonzero(predictions.predicted != predictions.labels)
     confidence = predictions.confidence
-    wrong = wrong[np.argsort(-confidence[wrong])][:max_images]
+    wrong = all_wrong[np.argsort(-confidence[all_wrong])][:max_images]
     if len(wrong) == 0:
         fig, ax = plt.subplots(figsize=(4, 1.5))
         ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
@@ -145,10 +146,11 @@ def misclassified_figure(predictions: Predictions, max_images: int = 25) -> Figu
     for ax, index in zip(axes.flat, wrong):
         ax.imshow(_displayable(predictions.images[index]), cmap="gray", interpolation="nearest")
         predicted, true = names[predictions.predicted[index]], names[predictions.labels[index]]
-        ax.set_title(f"pred {_short(predicted)} ({confidence[index]:.0%})\ntrue {_short(true)}", fontsize=8, color="darkred")
+        title = f"pred {_short(predicted)} ({confidence[index]:.0%})\ntrue {_short(true)}"
+        ax.set_title(title, fontsize=8, color="darkred")
     for ax in axes.flat:
         ax.axis("off")
-    fig.suptitle(f"Misclassified: {len(wrong)} most confident of {int((predictions.predicted != predictions.labels).sum())}")
+    fig.suptitle(f"Misclassified: the {len(wrong)} most confident of {len(all_wrong)}")
     fig.tight_layout()
     return fig
 
@@ -210,9 +212,12 @@ def _sweep_heatmap(rows: list[dict], swept: list[str], metric: str) -> Figure:
     ax.set_xticks(range(len(xs)), [_short(x, 20) for x in xs], rotation=30, ha="right")
     ax.set_yticks(range(len(ys)), [_short(y, 20) for y in ys])
     ax.set(xlabel=swept[1], ylabel=swept[0], title=f"{metric} (mean)")
+    low, high = np.nanmin(grid), np.nanmax(grid)
     for i in range(len(ys)):
         for j in range(len(xs)):
             if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", color="white", fontsize=8)
+                bright = high > low and (grid[i, j] - low) / (high - low) > 0.6  # viridis turns yellow
+                color = "black" if bright else "white"
+                ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", color=color, fontsize=8)
     fig.tight_layout()
     return fig

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from cnnlab.data.base import ImageDataModule
 from cnnlab.evaluation import plots
 from cnnlab.evaluation.metrics import ClassificationMetrics, compute_metrics
 from cnnlab.evaluation.predictions import Predictions, collect_predictions
-from cnnlab.evaluation.summary import read_overrides
+from cnnlab.evaluation.summary import is_missing, read_overrides
 from cnnlab.evaluation.wandb_views import log_report
 from cnnlab.training.module import ImageClassifier
 
@@ -73,7 +72,7 @@ def _describe(config: Any) -> str:
 
 
 def _value(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return "-"
     if isinstance(value, int):
         return f"{value:,}"
@@ -122,12 +121,15 @@ def _markdown(report: Report, results: dict, hparams: dict, overrides: list[str]
         m.report_text.rstrip(),
         "```",
         "",
-        "Also as [JSON](classification_report.json); raw confusion counts in [confusion_matrix.csv](confusion_matrix.csv); "
-        "every prediction in [predictions.csv](predictions.csv).",
+        "Also as [JSON](classification_report.json); raw confusion counts in "
+        "[confusion_matrix.csv](confusion_matrix.csv); every prediction in [predictions.csv](predictions.csv).",
     ]
     for title, name in sections:
         if name in report.figures:
             lines += ["", f"## {title}", "", f"![{title}]({report.figures[name].name})"]
+    others = sorted(set(report.directory.glob("*.png")) - set(report.figures.values()))
+    if others:  # e.g. the data plots a run writes here before training
+        lines += ["", "## Other figures", "", *(f"![{p.stem}]({p.name})" for p in others)]
     return "\n".join(lines) + "\n"
 
 
@@ -153,10 +155,8 @@ def write_report(
     with open(report_dir / "predictions.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["source", "true", "predicted", "confidence"])
-        writer.writerows(
-            [source, names[t], names[p], f"{c:.6f}"]
-            for source, t, p, c in zip(predictions.sources, predictions.labels, predictions.predicted, predictions.confidence)
-        )
+        columns = zip(predictions.sources, predictions.labels, predictions.predicted, predictions.confidence)
+        writer.writerows([source, names[t], names[p], f"{c:.6f}"] for source, t, p, c in columns)
     figures = {
         "confusion_matrix": plots.confusion_matrix_figure(metrics.confusion, names),
         "roc_curves": plots.roc_curves_figure(metrics.roc, metrics.auroc_macro),
@@ -186,8 +186,9 @@ def write_run_report(
 ) -> Report:
     """Report on the test split after ``trainer.test`` (module holds the tested weights); adds
     ``test/auroc_macro`` to ``results`` and shows the report in W&B when a WandbLogger is attached."""
+    hparams = module.hparams
     predictions = collect_predictions(
-        module, datamodule.splits["test"], module.hparams.preprocessing, datamodule.class_names, datamodule.eval_batch_size
+        module, datamodule.splits["test"], hparams.preprocessing, datamodule.class_names, datamodule.eval_batch_size
     )
     report = write_report(
         predictions,
@@ -195,7 +196,7 @@ def write_run_report(
         split="test",
         history=read_history(_metrics_csv(trainer, output_dir)),
         results=results,
-        hparams=dict(module.hparams),
+        hparams=dict(hparams),
         overrides=read_overrides(output_dir),
     )
     results["test/auroc_macro"] = report.metrics.auroc_macro

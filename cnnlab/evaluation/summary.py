@@ -51,6 +51,11 @@ def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
     return sorted(found, key=_natural_key)
 
 
+def is_missing(value: Any) -> bool:
+    """None or NaN: a value a run did not produce."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
@@ -87,7 +92,9 @@ class Summary:
 
     def table(self) -> list[dict[str, Any]]:
         """One flat dict per row, keyed by :attr:`columns`."""
-        return [{c: row["overrides"].get(c, "") if c in self.swept else row.get(c) for c in self.columns} for row in self.rows]
+        return [
+            {c: row["overrides"].get(c, "") if c in self.swept else row.get(c) for c in self.columns} for row in self.rows
+        ]
 
     @property
     def repeat_keys(self) -> list[str]:
@@ -104,8 +111,9 @@ class Summary:
         for values, rows in groups.items():
             entry: dict[str, Any] = dict(zip(config_keys, values), runs=len(rows))
             for column in [c for c in self.columns if c in (*METRIC_COLUMNS, self.metric, "epochs", "sec_per_epoch")]:
-                numbers = [float(r[column]) for r in rows if r.get(column) is not None and not math.isnan(float(r[column]))]
-                entry[column] = (statistics.mean(numbers), statistics.stdev(numbers) if len(numbers) > 1 else 0.0) if numbers else None
+                numbers = [float(r[column]) for r in rows if not is_missing(r.get(column))]
+                spread = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+                entry[column] = (statistics.mean(numbers), spread) if numbers else None
             table.append(entry)
         return table
 
@@ -121,15 +129,15 @@ def summarize(run_dirs: list[Path], base: Path, metric: str | None = None) -> Su
     sign = 1 if "loss" in metric else -1
 
     def order(row: dict) -> tuple:
-        value = row.get(metric, math.nan)
-        failed = row["status"] != "completed" or value is None or math.isnan(value)
+        value = row.get(metric)
+        failed = row["status"] != "completed" or is_missing(value)
         return (failed, 0.0 if failed else sign * value)
 
     return Summary(sorted(rows, key=order), swept, metric)
 
 
 def _format(value: Any, column: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return ""
     if isinstance(value, tuple):
         return f"{_format(value[0], column)} ± {_format(value[1], column)}"
@@ -159,7 +167,7 @@ def write_summary(summary: Summary, out_dir: Path) -> str:
     with open(out_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=summary.columns)
         writer.writeheader()
-        writer.writerows({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v for k, v in row.items()} for row in table)
+        writer.writerows({k: "" if is_missing(v) else v for k, v in row.items()} for row in table)
     statuses = [row["status"] for row in summary.rows]
     markdown = (
         f"# Summary of {len(table)} runs\n\n"
@@ -168,7 +176,8 @@ def write_summary(summary: Summary, out_dir: Path) -> str:
         + markdown_table(table)
     )
     if summary.repeat_keys:
-        markdown += f"\n## Mean ± std over {', '.join(f'`{k}`' for k in summary.repeat_keys)}\n\n" + markdown_table(summary.mean_std())
+        repeats = ", ".join(f"`{k}`" for k in summary.repeat_keys)
+        markdown += f"\n## Mean ± std over {repeats}\n\n" + markdown_table(summary.mean_std())
     plotted = [k for k in summary.swept if k not in REPEAT_KEYS] or summary.swept
     save(sweep_figure([{**r["overrides"], **r} for r in summary.rows], plotted, summary.metric), out_dir / "summary.png")
     markdown += "\n![summary](summary.png)\n"

@@ -78,7 +78,8 @@ def log_report(loggers: list[Logger], report: Report) -> None:
     columns = ["precision", "recall", "f1-score", "support"]
     data: dict[str, Any] = {f"report/{name}": wandb.Image(str(path)) for name, path in report.figures.items()}
     data["report/confusion_matrix_table"] = wandb.Table(
-        columns=["true \\ predicted", *names], data=[[name, *counts] for name, counts in zip(names, metrics.confusion.tolist())]
+        columns=["true \\ predicted", *names],
+        data=[[name, *counts] for name, counts in zip(names, metrics.confusion.tolist())],
     )
     data["report/classification_report"] = wandb.Table(
         columns=["class", *columns], data=[[row, *(metrics.report[row][c] for c in columns)] for row in rows]
