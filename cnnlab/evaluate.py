@@ -47,7 +47,7 @@ def in_checkpoint_classes(split: Split, names: list[str], checkpoint_names: list
     unknown = [n for n in names if n not in checkpoint_names]
     if unknown:
         raise ValueError(f"Classes {unknown} of the dataset are not among the checkpoint's {checkpoint_names}")
-    index = torch.tensor([checkpoint_names.index(n) for n in names])
+    index = torch.tensor([checkpoint_names.index(n) for n in names], device=split.labels.device)
     return Split(split.images, index[split.labels], split.sources)
 
 

@@ -62,8 +62,8 @@ def collect_predictions(
     net.train(was_training)
     return Predictions(
         logits=torch.cat(logits).numpy() if logits else np.zeros((0, len(class_names)), np.float32),
-        labels=split.labels.numpy(),
-        images=split.images.numpy(),
+        labels=split.labels.cpu().numpy(),
+        images=split.images.cpu().numpy(),
         class_names=list(class_names),
         sources=list(split.sources) or [str(i) for i in range(len(split))],
     )
