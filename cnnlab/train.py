@@ -21,7 +21,8 @@ from cnnlab.data.base import ImageDataModule
 from cnnlab.environment import environment
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.data_plots import plot_data
-from cnnlab.evaluation.report import write_run_report
+from cnnlab.evaluation import plots
+from cnnlab.evaluation.report import read_history, write_run_report
 from cnnlab.evaluation.wandb_views import finish_wandb, log_config, prepare_wandb
 from cnnlab.training.callbacks import EpochTimer
 from cnnlab.models.complexity import count_macs
@@ -72,6 +73,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"status": "running", "environment": environment()}
+    _write_results(output_dir, results)  # a killed run is left marked "running"
     start = time.perf_counter()
     try:
         validate(cfg)
@@ -113,6 +115,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results["error"] = str(error) if isinstance(error, CnnlabError) else f"{type(error).__name__}: {error}"
         if not isinstance(error, CnnlabError):
             results["traceback"] = traceback.format_exc()
+        if interrupted:
+            _write_learning_curves(output_dir)
         if _is_out_of_memory(error):
             raise CnnlabError(
                 f"out of memory with data.batch_size={cfg.data.batch_size}: try a smaller batch, "
@@ -123,6 +127,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results["wall_time_sec"] = round(time.perf_counter() - start, 3)
         _write_results(output_dir, results)
         finish_wandb(failed=results["status"] != "completed")
+
+
+def _write_learning_curves(output_dir: Path) -> None:
+    """The part of the report an unfinished run can have: its curves so far."""
+    history = read_history(output_dir / "metrics.csv")
+    if history:
+        plots.save(plots.learning_curves_figure(history, None), output_dir / "report" / "learning_curves.png")
 
 
 def _is_out_of_memory(error: BaseException) -> bool:

@@ -164,6 +164,9 @@ class ImageDataModule(LightningDataModule):
             sampler=sampler,
             collate_fn=keep_batch,
             num_workers=self.num_workers,
+            # its own generator for worker seeds, so making an iterator never draws from the global RNG
+            # (which would shift augmentation depending on when the iterator is made, e.g. on resume)
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def _current_epoch(self) -> int:
