@@ -138,3 +138,14 @@ def test_results_record_versions_and_commit(cnnlab):
     assert environment["packages"]["torch"] == torch.__version__.split("+")[0]
     assert "cnnlab_git_commit" in environment
     assert (run / ".hydra/config.yaml").is_file()
+
+
+def test_resumed_run_continues_its_wandb_run(cnnlab):
+    cnnlab(*FAST, "logger=wandb", "hydra.run.dir=outputs/logged")
+    cnnlab(*FAST, "logger=wandb", "hydra.run.dir=outputs/logged", "ckpt_path=last", "trainer.max_epochs=2")
+    run = cnnlab.cwd / "outputs/logged"
+    offline_runs = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 2  # one per process
+    run_ids = {path.name.rsplit("-", 1)[-1] for path in offline_runs}
+    assert run_ids == {(run / "wandb_run_id.txt").read_text().strip()}
+    assert read_results(run)["epochs_run"] == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,8 @@ def prepare_wandb(cfg: DictConfig) -> None:
             log.warning("No W&B login: logging offline; upload later with the `wandb sync` command printed at the end")
             # WANDB_MODE, not the logger's `offline` flag, which Lightning refuses together with log_model
             os.environ["WANDB_MODE"] = "offline"
+    if not wandb_cfg.get("id"):
+        wandb_cfg.id = _run_id(Path(cfg.paths.output_dir))
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         hydra_cfg = HydraConfig.get()
         sweep_dir = Path(hydra_cfg.sweep.dir)
@@ -57,6 +60,16 @@ def prepare_wandb(cfg: DictConfig) -> None:
         wandb_cfg.group = str(sweep_dir.relative_to(log_dir)) if sweep_dir.is_relative_to(log_dir) else sweep_dir.name
         if not wandb_cfg.get("name"):
             wandb_cfg.name = hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
+
+
+def _run_id(output_dir: Path) -> str:
+    """The W&B run id of this run dir, made once and kept in it: a run resumed in place continues
+    the same W&B run instead of starting a second one."""
+    path = output_dir / "wandb_run_id.txt"
+    if not path.exists():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(4))  # W&B ids: short lowercase alphanumerics
+    return path.read_text().strip()
 
 
 def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
