@@ -6,7 +6,7 @@ import json
 
 import pytest
 from conftest import read_results, run_dirs
-from test_data_datasets import write_cifar10, write_eurosat, write_fruits360, write_image_folder
+from fakedata import write_cifar10, write_eurosat, write_fruits360, write_image_folder
 
 COMMON = ["debug=fast", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
           "data.batch_size=8", "data.eval_batch_size=16"]

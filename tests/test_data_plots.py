@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from test_data_datasets import write_image_folder
+from fakedata import write_image_folder
 
 from cnnlab.data.augment import BatchAugment
 from cnnlab.data.imagefolder import ImageFolderDataModule
