@@ -76,7 +76,7 @@ def write_image_folder(root: Path, per_class: int = 10, classes=("blight", "heal
 def write_all(root: Path) -> Path:
     """Every dataset where ``paths.data_dir=root`` makes the data configs look: eurosat/, cifar-10-batches-py/,
     fruits-360/ and images/ (the imagefolder default)."""
-    write_eurosat(root, per_class=4)
+    write_eurosat(root, per_class=5)
     write_cifar10(root, per_batch=10, test=10)
     write_fruits360(root / "fruits-360", train=5, test=2)
     write_image_folder(root / "images", per_class=10)
