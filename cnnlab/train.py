@@ -25,6 +25,7 @@ from cnnlab.evaluation import plots
 from cnnlab.evaluation.report import read_history, write_run_report
 from cnnlab.evaluation.wandb_views import finish_wandb, log_config, prepare_wandb
 from cnnlab.training.callbacks import EpochTimer
+from cnnlab.training.distributed import is_global_zero
 from cnnlab.models.complexity import count_macs
 from cnnlab.training.module import ImageClassifier
 from cnnlab.training.resume import check_compatible, load_checkpoint, resolve_checkpoint
@@ -42,7 +43,8 @@ def _to_dict(node: Any) -> Any:
 
 
 def build_datamodule(cfg: DictConfig) -> ImageDataModule:
-    return instantiate(cfg.data)
+    """The run's datamodule; in a multi-process run only rank 0 writes the split files."""
+    return instantiate(cfg.data) if is_global_zero() else instantiate(cfg.data, output_dir=None)
 
 
 def build_module(cfg: DictConfig, datamodule: ImageDataModule) -> ImageClassifier:
@@ -62,6 +64,8 @@ def build_module(cfg: DictConfig, datamodule: ImageDataModule) -> ImageClassifie
 
 
 def _write_results(output_dir: Path, results: dict) -> None:
+    if not is_global_zero():
+        return
     path = output_dir / "results.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2, default=str))
@@ -83,7 +87,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         module = build_module(cfg, datamodule)
         if ckpt_path:
             check_compatible(load_checkpoint(ckpt_path, cfg.trust_checkpoint), dict(module.hparams), ckpt_path)
-        plot_data(datamodule, output_dir / "report")
+        if is_global_zero():
+            plot_data(datamodule, output_dir / "report")
         callbacks = _instantiate_all(cfg.get("callbacks"))
         prepare_wandb(cfg)
         loggers = _instantiate_all(cfg.get("logger"))
@@ -106,7 +111,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
             results.update({k: float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()})
-            write_run_report(trainer, module, datamodule, output_dir, results)
+            if trainer.is_global_zero:
+                write_run_report(trainer, module, datamodule, output_dir, results)
         results["status"] = "completed"
         return results
     except BaseException as error:
