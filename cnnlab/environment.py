@@ -7,7 +7,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("cnnlab", "torch", "torchvision", "lightning", "hydra-core", "timm", "torchmetrics", "kornia", "numpy")
+PACKAGES = ("cnnlab", "torch", "torchvision", "lightning", "hydra-core", "timm", "torchmetrics", "numpy")
 
 
 def environment() -> dict:

@@ -17,15 +17,11 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.data.base import ImageDataModule, Split
+from cnnlab.errors import CnnlabError, exit_on_user_error
 from cnnlab.evaluation.predictions import collect_predictions
 from cnnlab.evaluation.report import read_history, write_report
 from cnnlab.evaluation.summary import read_overrides
-from cnnlab.training.module import ImageClassifier
-
-
-def run_dir_of(ckpt_path: Path) -> Path:
-    """``<run dir>`` for ``<run dir>/checkpoints/x.ckpt``; the checkpoint's folder otherwise."""
-    return ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+from cnnlab.training.checkpoints import load_classifier, run_dir_of
 
 
 def build_datamodule(cfg: DictConfig, run_dir: Path, img_size: int) -> ImageDataModule:
@@ -35,7 +31,7 @@ def build_datamodule(cfg: DictConfig, run_dir: Path, img_size: int) -> ImageData
     else:
         run_config = run_dir / ".hydra" / "config.yaml"
         if not run_config.exists():
-            raise FileNotFoundError(f"No {run_config} to take the dataset from: choose one with data=<name>")
+            raise CnnlabError(f"No {run_config} to take the dataset from: choose one with data=<name>")
         run_cfg = OmegaConf.load(run_config)
         run_cfg.paths = cfg.paths  # data_dir and output_dir of this evaluation, the run's seed
         data_cfg = run_cfg.data
@@ -46,16 +42,17 @@ def in_checkpoint_classes(split: Split, names: list[str], checkpoint_names: list
     """``split`` with labels renumbered to the checkpoint's class order (datasets may list classes differently)."""
     unknown = [n for n in names if n not in checkpoint_names]
     if unknown:
-        raise ValueError(f"Classes {unknown} of the dataset are not among the checkpoint's {checkpoint_names}")
+        raise CnnlabError(f"Classes {unknown} of the dataset are not among the checkpoint's {checkpoint_names}")
     index = torch.tensor([checkpoint_names.index(n) for n in names], device=split.labels.device)
     return Split(split.images, index[split.labels], split.sources)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnlab.conf", config_name="eval")
+@exit_on_user_error
 def main(cfg: DictConfig) -> float:
     """Write ``report/`` and ``results.json`` (``<split>/acc``, ``/f1_macro``, ``/auroc_macro``); return the accuracy."""
     ckpt_path = Path(to_absolute_path(cfg.ckpt_path))
-    module = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    module = load_classifier(ckpt_path, cfg.trust_checkpoint)
     hparams = module.hparams
     run_dir = run_dir_of(ckpt_path)
     datamodule = build_datamodule(cfg, run_dir, hparams.preprocessing["img_size"])

@@ -24,21 +24,22 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from cnnlab.data.preprocess import EvalPreprocessing
-from cnnlab.predict import load_classifier, run_dir_of
+from cnnlab.data.preprocess import preprocess
+from cnnlab.errors import CnnlabError, exit_on_user_error
+from cnnlab.training.checkpoints import load_classifier, run_dir_of
 from cnnlab.training.module import ImageClassifier
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 EXAMPLE_BATCH = 2  # traced batch size; verification uses another one to prove the batch axis is free
 
 
-class ExportError(RuntimeError):
+class ExportError(CnnlabError):
     """The network could not be exported, or the exported model disagrees with PyTorch."""
 
 
 def _check_format(fmt: str) -> None:
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
+        raise CnnlabError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
 
 
 def export_metadata(module: ImageClassifier) -> dict[str, str]:
@@ -62,7 +63,7 @@ def example_inputs(module: ImageClassifier, batch_size: int, seed: int = 0) -> t
     smooth = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
     low, high = torch.rand(2, batch_size, 1, 1, 1, generator=generator).sort(dim=0).values
     images = (low + (high - low) * smooth.clamp(0, 1)) * 255
-    return EvalPreprocessing(preprocessing)(images.round().to(torch.uint8))
+    return preprocess(images.round().to(torch.uint8), preprocessing)
 
 
 def _describe(module: ImageClassifier) -> str:
@@ -250,6 +251,7 @@ def export_model(
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnlab.conf", config_name="export")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     """Export ``cfg.ckpt_path`` as ``cfg.format``, verify and time it, and print the figures."""
     _check_format(cfg.format)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
 import hydra
 import torch
@@ -22,68 +21,12 @@ from rich.progress import track
 from rich.table import Table
 
 from cnnlab.data.images import IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, decode_image, to_chw_tensor
-from cnnlab.data.preprocess import EvalPreprocessing
+from cnnlab.data.preprocess import preprocess
+from cnnlab.errors import CnnlabError, exit_on_user_error
+from cnnlab.training.checkpoints import load_classifier, run_dir_of
 from cnnlab.training.module import ImageClassifier
 
 log = logging.getLogger(__name__)
-
-# packages whose classes a checkpoint's hparams may name in `_target_` without trust_checkpoint=true
-TRUSTED_TARGET_PREFIXES = ("cnnlab.", "torch.", "timm.", "kornia.")
-
-
-def _targets(node: Any) -> Iterable[str]:
-    """Every ``_target_`` string in nested dicts/lists."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "_target_" and isinstance(value, str):
-                yield value
-            else:
-                yield from _targets(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            yield from _targets(value)
-
-
-def load_classifier(ckpt_path: str | Path, trust_checkpoint: bool = False, device: str = "cpu") -> ImageClassifier:
-    """Load an :class:`ImageClassifier` for inference (eval mode).
-
-    Without ``trust_checkpoint`` the file is unpickled with ``weights_only=True`` (tensors and plain
-    containers only) and the hparams may only instantiate classes from cnnlab, torch, timm or kornia,
-    since rebuilding the network runs whatever ``_target_`` they name.
-    """
-    ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {ckpt_path}")
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=not trust_checkpoint)
-    except pickle.UnpicklingError as error:
-        raise RuntimeError(
-            f"{ckpt_path} holds objects beyond tensors and plain containers, so it cannot be loaded "
-            f"with weights_only=True. If you trust its origin, pass trust_checkpoint=true "
-            f"(full unpickling can run arbitrary code). Loader said: {error}"
-        ) from error
-    hparams = checkpoint.get("hyper_parameters", {})
-    untrusted = sorted(t for t in set(_targets(hparams)) if not t.startswith(TRUSTED_TARGET_PREFIXES))
-    if untrusted and not trust_checkpoint:
-        raise RuntimeError(
-            f"{ckpt_path} would instantiate {untrusted} (outside {TRUSTED_TARGET_PREFIXES}); "
-            "pass trust_checkpoint=true if you trust it"
-        )
-    missing = [key for key in ("class_names", "preprocessing") if not hparams.get(key)]
-    if missing:
-        raise ValueError(f"{ckpt_path} has no hparams {missing}; it predates cnnlab's checkpoint contract")
-    if "pretrained" in hparams["model"]:  # the checkpoint's weights replace them: skip the download
-        hparams["model"] = {**hparams["model"], "pretrained": False}
-    module = ImageClassifier(**hparams)
-    module.load_state_dict(checkpoint["state_dict"])
-    return module.to(device).eval()
-
-
-def run_dir_of(ckpt_path: str | Path) -> Path:
-    """The training run directory a checkpoint belongs to (``<run>/checkpoints/x.ckpt`` -> ``<run>``)."""
-    parent = Path(ckpt_path).resolve().parent
-    return parent.parent if parent.name == "checkpoints" else parent
-
 
 def find_images(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
     """Files named in ``inputs`` (kept whatever their suffix) plus image files found recursively in
@@ -97,7 +40,7 @@ def find_images(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
         elif item.exists():
             paths.append(item)
         else:
-            raise FileNotFoundError(f"input {item} does not exist")
+            raise CnnlabError(f"input {item} does not exist")
     return paths
 
 
@@ -129,8 +72,8 @@ def predict_images(
     Unreadable files are recorded in ``Predictions.unreadable`` instead of raising.
     """
     if module.hparams.preprocessing["in_chans"] != 3:
-        raise ValueError(f"image files are decoded to RGB; this model takes in_chans={module.hparams.preprocessing['in_chans']}")
-    preprocess = EvalPreprocessing(module.hparams.preprocessing)
+        raise CnnlabError(f"image files are decoded to RGB; this model takes in_chans={module.hparams.preprocessing['in_chans']}")
+    preprocessing = module.hparams.preprocessing
     result = Predictions(class_names=list(module.hparams.class_names))
     batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
     if progress:
@@ -140,12 +83,12 @@ def predict_images(
         images = []
         for path in batch:
             try:
-                images.append(decode_image(Path(path), preprocess.img_size))
+                images.append(decode_image(Path(path), preprocessing["img_size"]))
                 result.paths.append(str(path))
             except UNREADABLE_IMAGE_ERRORS as error:
                 result.unreadable[str(path)] = f"{type(error).__name__}: {error}"
         if images:
-            inputs = preprocess(to_chw_tensor(images).to(module.device))
+            inputs = preprocess(to_chw_tensor(images).to(module.device), preprocessing)
             probs.append(module(inputs).float().softmax(1).cpu())
     result.probs = torch.cat(probs) if probs else torch.empty(0, len(result.class_names))
     return result
@@ -181,12 +124,13 @@ def print_summary(predictions: Predictions, top_k: int, max_rows: int, console: 
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnlab.conf", config_name="predict")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     """Predict ``cfg.inputs`` with ``cfg.ckpt_path``; write predictions.csv (+ unreadable.txt)."""
     inputs = list(cfg.inputs) if isinstance(cfg.inputs, ListConfig) else cfg.inputs
     paths = find_images(inputs)
     if not paths:
-        raise FileNotFoundError(f"no image files in {inputs} (suffixes {sorted(IMAGE_EXTENSIONS)})")
+        raise CnnlabError(f"no image files in {inputs} (suffixes {sorted(IMAGE_EXTENSIONS)})")
     module = load_classifier(cfg.ckpt_path, cfg.trust_checkpoint, cfg.device)
     predictions = predict_images(module, paths, cfg.batch_size, progress=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
@@ -15,8 +16,12 @@ from cnnlab.train import build_datamodule
 from cnnlab.training.module import ImageClassifier
 
 CONF_DIR = Path(cnnlab.conf.__path__[0])
-# groups whose options are applied on top of the defaults rather than replacing a default
-OPTIONAL_GROUPS = {"experiment", "hparams_search", "debug"}
+# groups in train.yaml's defaults list are chosen as `group=option`, others are added as `+group=option`
+DEFAULT_GROUPS = {
+    next(iter(entry)).split("@")[0]
+    for entry in yaml.safe_load((CONF_DIR / "train.yaml").read_text())["defaults"]
+    if isinstance(entry, dict)
+}
 SKIP_GROUPS = {"hydra"}  # composed through Hydra itself, covered by the CLI tests
 
 
@@ -44,14 +49,15 @@ def test_all_groups_exist():
 
 @pytest.mark.parametrize(("group", "option"), group_options(), ids=lambda v: str(v))
 def test_option_composes(group: str, option: str):
-    cfg = compose_with(f"{group}={option}")
+    prefix = "" if group.split("/")[0] in DEFAULT_GROUPS else "+"
+    cfg = compose_with(f"{prefix}{group}={option}")
     assert cfg.seed == 42
     assert "_target_" in cfg.trainer
     if group == "model":
         if "pretrained" in cfg.model:
-            cfg = compose_with(f"{group}={option}", "model.pretrained=false")
+            cfg = compose_with(f"{prefix}{group}={option}", "model.pretrained=false")
         module = ImageClassifier(
-            model=to_dict(cfg.model), activation=to_dict(cfg.activation), optimizer=to_dict(cfg.optim),
+            model=to_dict(cfg.model), activation=to_dict(cfg.get("activation")), optimizer=to_dict(cfg.optim),
             num_classes=10, in_chans=3, img_size=cfg.data.img_size,
         )
         assert sum(p.numel() for p in module.net.parameters()) > 0
@@ -63,7 +69,7 @@ def test_option_composes(group: str, option: str):
 
 
 def to_dict(node):
-    return OmegaConf.to_container(node, resolve=True)
+    return None if node is None else OmegaConf.to_container(node, resolve=True)
 
 
 def test_optim_and_batch_size_override_paths():

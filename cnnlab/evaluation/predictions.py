@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab.data.base import ImageDataModule, Split
+from cnnlab.data.base import Split
+from cnnlab.data.preprocess import preprocess
 
 
 @dataclass
@@ -35,16 +36,6 @@ class Predictions:
     def confidence(self) -> np.ndarray:
         """Probability given to the predicted class."""
         return self.probs.max(axis=1)
-
-
-def preprocess(images: torch.Tensor, preprocessing: dict) -> torch.Tensor:
-    """uint8 images to the float, normalized input the network was trained on (no augmentation)."""
-    images = ImageDataModule.to_float(images)
-    if preprocessing.get("mean") is None:
-        return images
-    mean = torch.tensor(preprocessing["mean"], device=images.device).view(1, -1, 1, 1)
-    std = torch.tensor(preprocessing["std"], device=images.device).view(1, -1, 1, 1)
-    return (images - mean) / std
 
 
 @torch.inference_mode()
