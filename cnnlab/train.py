@@ -28,7 +28,7 @@ from cnnlab.training.callbacks import EpochTimer
 from cnnlab.training.distributed import is_global_zero
 from cnnlab.models.complexity import count_macs
 from cnnlab.training.module import ImageClassifier
-from cnnlab.training.resume import check_compatible, load_checkpoint, resolve_checkpoint
+from cnnlab.training.checkpoints import check_compatible, load_checkpoint, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
