@@ -93,8 +93,9 @@ class ImageClassifier(LightningModule):
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
-            self.val_acc_best(self.val_acc.compute())
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
