@@ -1,0 +1,121 @@
+"""Every experiment file and every command of README's "Reproducing the studies" table runs, on tiny data
+generated in the real on-disk formats, with ``debug=smoke`` (one batch per split, one epoch, 32x32)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import read_results
+from fakedata import write_all
+from hydra import compose, initialize_config_module
+
+from cnnlab import cli
+from cnnlab.train import train
+
+ROOT = Path(__file__).parents[1]
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+SMOKE = ["debug=smoke"]
+
+
+def reproduce_rows() -> list[tuple[str, list[str], str]]:
+    """(id, arguments after ``cnnlab``, runs cell) of each row of README's reproduction table."""
+    section = (ROOT / "README.md").read_text().split("## Reproducing the studies", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\S+) \| `cnnlab ([^`]+)` \| ([^|]+) \|", section, re.M)
+    return [(row_id, shlex.split(command), runs.strip()) for row_id, command, runs in rows]
+
+
+def composed(*overrides: str):
+    with initialize_config_module("cnnlab.conf", version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def is_pretrained(experiment: str) -> bool:
+    return "pretrained" in composed(f"experiment={experiment}").model
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_all(tmp_path_factory.mktemp("data"))
+
+
+# the study facts each experiment must keep (REPRODUCE.md): model, data, lr, batch size, epochs, freeze
+RECIPES = {
+    "s0_mobilenetv3_eurosat": ("MobileNetV3", "eurosat", 1e-3, 64, 100, None),
+    "s1_mobilenetv2_imagefolder": ("mobilenetv2", "imagefolder", 1e-4, 32, 50, None),
+    "s2_cnn_cifar10": ("CNNBaselineS2", "cifar10", 1e-3, 128, 50, None),
+    "s2_alexnet_cifar10": ("AlexNetCIFAR", "cifar10", 1e-3, 64, 10, None),
+    "s2_resnet18_tuned_cifar10": ("ResNet18S2", "cifar10", 1e-3, 64, 50, None),
+    "s3_resnet50_lrelu_fruits360": ("ResNet50", "fruits360", 1e-3, 256, 100, None),
+    "s3_resnet50_transfer_fruits360": ("resnet50_pretrained", "fruits360", 1e-3, 256, 100, "TopK"),
+    "s4_efficientnetv2_two_stage": ("efficientnetv2_b0", "cifar10", 1e-3, 64, 18, "TwoStage"),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(RECIPES))
+def test_experiment_keeps_the_study_recipe(experiment):
+    model, data, lr, batch, epochs, freeze = RECIPES[experiment]
+    cfg = composed(f"experiment={experiment}")
+    assert cfg.model._target_.endswith(model) and f".{data}." in cfg.data._target_
+    assert (cfg.optim.lr, cfg.data.batch_size, cfg.trainer.max_epochs) == (lr, batch, epochs)
+    assert (cfg.freeze._target_ or "").endswith(freeze or "")
+    if "pretrained" in cfg.model:  # pretrained backbones see ImageNet-normalized inputs
+        assert list(cfg.data.mean) == [0.485, 0.456, 0.406] and list(cfg.data.std) == [0.229, 0.224, 0.225]
+
+
+def test_s3_grid_options_set_the_reported_pairs():
+    pairs = {(c.activation.alpha, c.activation.beta) for c in (
+        composed("experiment=s3_resnet50_lrelu_fruits360", f"+grid={p.stem}")
+        for p in (ROOT / "conf" / "grid").glob("s3_lrelu_*.yaml"))}
+    assert pairs == {(1e-5, 0.99995), (1e-3, 0.95), (0.02, 0.90)}
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_trains_and_tests(experiment, data_dir, tmp_path):
+    """Composed with Hydra's compose API and run by ``train`` in this process (the CLI's path minus the
+    process start-up, which the table commands below exercise)."""
+    extra = ["model.pretrained=false"] if is_pretrained(experiment) else []
+    cfg = composed(f"experiment={experiment}", *SMOKE, *extra,
+                   f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path}")
+    results = train(cfg)
+    assert results["status"] == "completed", results.get("error")
+    assert 0.0 <= results["test/acc"] <= 1.0 and results["epochs_run"] == 1
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "completed"
+
+
+def test_table_covers_every_experiment():
+    commanded = " ".join(" ".join(args) for _, args, _ in reproduce_rows())
+    assert len(reproduce_rows()) >= 15
+    assert [e for e in EXPERIMENTS if e not in commanded] == []
+
+
+@pytest.mark.parametrize("row", reproduce_rows(), ids=lambda row: row[0])
+def test_readme_command_runs_its_jobs(row, data_dir, tmp_path, monkeypatch):
+    """The README command through ``cnnlab.cli.main`` (the console script's function, argv and all), with
+    the smoke preset, tiny data, no test stage, and 2 trials for searches; checks the number of runs."""
+    _, args, runs = row
+    experiments = next(a for a in args if a.startswith("experiment=")).split("=", 1)[1].split(",")
+    pretrained = {is_pretrained(e) for e in experiments}
+    assert len(pretrained) == 1, "a command mixes pretrained and from-scratch models"
+    extra = [*SMOKE, "test=false", f"paths.data_dir={data_dir}"]
+    # ++: the multirun's first composition applies no sweep value, so no pretrained model is chosen yet
+    extra += ["++model.pretrained=false"] if pretrained.pop() else []
+    search = runs.endswith("trials")
+    extra += ["hydra.sweeper.n_trials=2"] if search else []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["cnnlab", *args, *extra])
+    try:
+        cli.main()
+    except SystemExit as stop:
+        assert not stop.code, f"cnnlab {' '.join(args)} exited {stop.code}"
+    results = [read_results(p.parent) for p in (tmp_path / "outputs").rglob("results.json")]
+    assert len(results) == (2 if search else int(runs))
+    assert [r.get("error") for r in results if r["status"] != "completed"] == []
+    if "-m" in args:
+        (summary,) = (tmp_path / "outputs" / "multirun").glob("*/*/summary.md")
+        assert f"Summary of {len(results)} runs" in summary.read_text()
+
