@@ -175,3 +175,24 @@ def test_exports_match_pytorch_for_each_model_family(family, tmp_path):
     extra_files = dict.fromkeys(export_metadata(module), "")
     torch.jit.load(str(tmp_path / "model.torchscript"), _extra_files=extra_files)
     assert json.loads(extra_files["class_names"]) == module.hparams.class_names
+
+
+def test_predict_matches_cnnlab_eval_on_the_same_images(checkpoint, tmp_path):
+    """The two ways of running a checkpoint on image files agree image by image."""
+    root = tmp_path / "digit_folders"
+    digits = load_digits()
+    for i in range(100):
+        folder = root / str(digits.target[i])
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((digits.images[i] / 16 * 255).astype(np.uint8)).convert("RGB").save(folder / f"{i}.png")
+    run("cnnlab.evaluate", [f"ckpt_path={checkpoint}", "data=imagefolder", f"data.root={root}", "split=test"], tmp_path)
+    (report_csv,) = tmp_path.glob("outputs/eval/*/*/report/predictions.csv")
+    rows = list(csv.DictReader(report_csv.open()))
+    assert rows, "cnnlab-eval predicted nothing"
+
+    module = load_classifier(checkpoint)
+    predictions = predict_images(module, [root / row["source"] for row in rows])
+    names = module.hparams.class_names
+    for row, probs in zip(rows, predictions.probs):
+        assert names[int(probs.argmax())] == row["predicted"], row["source"]
+        assert abs(float(probs.max()) - float(row["confidence"])) < 1e-4, row["source"]
