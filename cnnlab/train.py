@@ -100,6 +100,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             macs=count_macs(module.net, datamodule.in_chans, datamodule.img_size),
             num_classes=datamodule.num_classes,
             split_sizes={k: len(v) for k, v in datamodule.splits.items()},
+            world_size=trainer.world_size,
         )
         log_config(trainer.loggers, cfg)
 

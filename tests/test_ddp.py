@@ -1,0 +1,45 @@
+"""Scaling out: DDP on 2 CPU processes, parallel sweep jobs with joblib, the SLURM preset, and the
+mixed-precision and channels-last switches."""
+
+from __future__ import annotations
+
+from conftest import read_results, run_dirs
+from hydra import compose, initialize_config_module
+
+
+def test_ddp_sweep_job_on_two_cpu_processes_writes_one_run_dir(cnnlab):
+    """A one-job multirun: the launcher's re-run of the job must land in that job's dir, not start a sweep."""
+    result = cnnlab("-m", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "debug=smoke",
+                    "trainer.max_epochs=2", "optim.lr=1e-3")
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+    (run,) = run_dirs(cnnlab.cwd)
+    assert run.name == "0" and [p.name for p in run.parent.iterdir() if p.is_dir()] == ["0"]
+    assert list((cnnlab.cwd / "outputs").iterdir()) == [cnnlab.cwd / "outputs" / "multirun"]
+    results = read_results(run)
+    assert results["status"] == "completed" and results["world_size"] == 2 and results["epochs_run"] == 2
+    assert 0.0 <= results["test/acc"] <= 1.0 and (run / "report").is_dir()
+    epochs = [row.split(",")[0] for row in (run / "metrics.csv").read_text().splitlines()[1:]]
+    assert epochs.count("1") == 2  # one val row and one train row for epoch 1: rank 0 alone logs
+
+
+def test_joblib_runs_two_jobs_in_parallel(cnnlab):
+    result = cnnlab("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "debug=smoke", "optim.lr=1e-3,1e-2")
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    runs = run_dirs(cnnlab.cwd)
+    assert [read_results(r)["status"] for r in runs] == ["completed", "completed"]
+    assert "Summary of 2 runs" in (runs[0].parent / "summary.md").read_text()
+
+
+def test_bf16_mixed_precision_and_channels_last_train(cnnlab):
+    cnnlab("debug=smoke", "trainer.precision=bf16-mixed", "model.channels_last=true")
+    (run,) = run_dirs(cnnlab.cwd)
+    assert read_results(run)["status"] == "completed"
+
+
+def test_slurm_launcher_preset_composes():
+    with initialize_config_module("cnnlab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert launcher.gpus_per_node == launcher.tasks_per_node == 1
