@@ -68,6 +68,17 @@ class EpochShuffleSampler(Sampler[int]):
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
+def normalize(
+    images: torch.Tensor, mean: Sequence[float] | torch.Tensor | None, std: Sequence[float] | torch.Tensor | None
+) -> torch.Tensor:
+    """(images - mean) / std per channel; unchanged when no mean is given."""
+    if mean is None:
+        return images
+    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    return (images - mean) / std
+
+
 def keep_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Collate for :class:`TensorImageDataset`: the batch is already stacked."""
     return batch
@@ -186,9 +197,7 @@ class ImageDataModule(LightningDataModule):
         return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        if self.mean is None:
-            return images
-        return (images - self.mean.to(images.device)) / self.std.to(images.device)
+        return normalize(images, self.mean, self.std)
 
     def preprocessing(self) -> dict:
         """What evaluation and prediction must apply to raw RGB images to match training."""
