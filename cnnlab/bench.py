@@ -33,6 +33,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig
 from torchvision.datasets import ImageFolder
 
+from cnnlab.training.precision import cpu_supports_bf16, run_precision, uses_cuda
+
 MODES = ("floor", "cnnlab", "conventional")
 EUROSAT_CLASSES = (
     "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
@@ -313,7 +315,7 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "bf16_supported": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "bf16_supported": cpu_supports_bf16(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
         "load_average_start": os.getloadavg(),
@@ -325,7 +327,8 @@ def bench_model(model_spec: str, args: argparse.Namespace, data_root: Path, work
     from cnnlab.train import build_datamodule
 
     cfg = compose_config(model_spec, data_root, args.img_size, args.batch_size, args.overrides, workdir)
-    device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
+    cfg.trainer.precision = run_precision(cfg)[0]  # what a run would train in (trainer.precision=auto)
+    device = torch.device("cuda" if uses_cuda(str(cfg.trainer.accelerator)) else "cpu")
     datamodule = build_datamodule(cfg)
     datamodule.setup()
     runners = {
@@ -406,17 +409,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Benchmark every ``--model``; print the table and write the JSON."""
+    """Benchmark every ``--model``; print the table and write the JSON (after each model, so a model
+    that fails, recorded with its error, or an interrupted bench keeps the figures measured so far)."""
     args = parse_args(argv)
     data_root = make_eurosat_folder(args.data_dir, args.images, args.img_size)
     results: dict[str, Any] = {"machine": machine(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    results["runs"] = []
     with tempfile.TemporaryDirectory() as workdir:
-        results["runs"] = [bench_model(spec, args, data_root, Path(workdir)) for spec in args.model]
+        for spec in args.model:
+            try:
+                results["runs"].append(bench_model(spec, args, data_root, Path(workdir)))
+            except Exception as error:  # one broken spec must not cost the others' figures
+                results["runs"].append({"model": spec, "error": f"{type(error).__name__}: {error}"})
+                print(f"cnnlab-bench: {spec!r} failed: {error}", file=sys.stderr)
+            args.output.write_text(json.dumps(results, indent=2))
     if args.startup:
         results["startup"] = measure_startup(data_root, args.img_size, args.startup)
     results["machine"]["load_average_end"] = os.getloadavg()
     args.output.write_text(json.dumps(results, indent=2))
-    print(table(results["runs"]))
+    print(table([run for run in results["runs"] if "error" not in run]))
+    for run in results["runs"]:
+        if "error" in run:
+            print(f"{run['model']}: failed ({run['error'].splitlines()[0]})")
     if "startup" in results:
         print(f"\nbare cnnlab, process start to first training step: {results['startup']['sec_to_first_step']:.1f} s")
     print(f"\nload average {results['machine']['load_average_start']} -> {results['machine']['load_average_end']}; JSON in {args.output}")

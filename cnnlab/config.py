@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.errors import ConfigError
 from cnnlab.training.module import RUNTIME_KEYS, build_network
+from cnnlab.training.precision import valid_precisions
 
 # groups whose keys are constructor arguments of their `_target_`
 TARGET_GROUPS = ("model", "activation", "data", "optim", "scheduler", "freeze")
@@ -40,12 +41,19 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and (not _is_number(value) or not allowed(value)):
             raise ConfigError(f"{key}={value!r} is invalid: expected {description}")
+    _check_precision(cfg)
     _check_fold(cfg)
     _check_network(cfg)
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_precision(cfg: DictConfig) -> None:
+    precision = OmegaConf.select(cfg, "trainer.precision")
+    if precision is not None and str(precision) not in valid_precisions():
+        raise ConfigError(f"trainer.precision={precision!r} is invalid: expected one of {', '.join(valid_precisions())}")
 
 
 def _check_fold(cfg: DictConfig) -> None:

@@ -28,6 +28,7 @@ from cnnlab.training.callbacks import EpochTimer
 from cnnlab.training.distributed import is_global_zero
 from cnnlab.models.complexity import count_macs
 from cnnlab.training.module import ImageClassifier
+from cnnlab.training.precision import run_precision
 from cnnlab.training.checkpoints import check_compatible, load_checkpoint, resolve_checkpoint
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks = _instantiate_all(cfg.get("callbacks"))
         prepare_wandb(cfg)
         loggers = _instantiate_all(cfg.get("logger"))
-        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+        precision, precision_reason = run_precision(cfg)
+        trainer: L.Trainer = instantiate(cfg.trainer, precision=precision, callbacks=callbacks, logger=loggers)
 
         results.update(
             num_params=sum(p.numel() for p in module.net.parameters()),
@@ -101,6 +103,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             num_classes=datamodule.num_classes,
             split_sizes={k: len(v) for k, v in datamodule.splits.items()},
             world_size=trainer.world_size,
+            runtime={
+                "device": str(trainer.strategy.root_device),
+                "precision": precision,
+                "precision_reason": precision_reason,
+                "channels_last": module.channels_last,
+                "compile": bool(cfg.model.get("compile", False)),
+            },
         )
         log_config(trainer.loggers, cfg)
 

@@ -10,6 +10,7 @@ import pytest
 
 from cnnlab.bench import EUROSAT_CLASSES, MODES, conventional_transform, main, make_eurosat_folder
 from cnnlab.data.eurosat import EuroSATDataModule
+from cnnlab.training.precision import cpu_supports_bf16
 
 TINY = ["--img-size", "32", "--images", "60", "--batch-size", "8", "--epochs", "2", "--windows", "2",
         "--window-steps", "1", "--warmup", "1", "--workers", "1"]
@@ -25,8 +26,9 @@ def test_every_mode_runs_and_the_json_has_the_fields(tmp_path, capsys):
     results = run_bench(tmp_path, "--model", "cnn_baseline_s4 model.dropout=0.1", "--rounds", "2")
     assert {"cpu", "cores", "bf16_supported", "load_average_start", "load_average_end"} <= results["machine"].keys()
     (run,) = results["runs"]
-    assert run["model"] == "cnn_baseline_s4 model.dropout=0.1" and not run["channels_last"]
-    assert run["train_images"] == 36 and run["precision"] == "32-true" and run["augment"]["degrees"] == 45.0
+    assert run["model"] == "cnn_baseline_s4 model.dropout=0.1" and run["channels_last"]
+    assert run["precision"] == ("bf16-mixed" if cpu_supports_bf16() else "32-true")  # what trainer.precision=auto picks
+    assert run["train_images"] == 36 and run["augment"]["degrees"] == 45.0
     assert set(run["modes"]) == set(MODES)
     for mode, entry in run["modes"].items():
         # 2 rounds: 2 floor windows each, 1 epoch after warm-up each
@@ -43,6 +45,13 @@ def test_startup_and_mode_subset(tmp_path):
     (run,) = results["runs"]
     assert list(run["modes"]) == ["floor"] and run["cnnlab_vs_floor"] is None
     assert results["startup"]["sec_to_first_step"] > 0 and len(results["startup"]["samples"]) == 1
+
+
+def test_a_failing_model_keeps_the_others_figures(tmp_path, capsys):
+    results = run_bench(tmp_path, "--model", "cnn_baseline_s4 model.no_such_key=1", "--model", "cnn_baseline_s4", "--modes", "floor")
+    failed, measured = results["runs"]
+    assert "no_such_key" in failed["error"] and measured["modes"]["floor"]["img_per_s"] > 0
+    assert "cnn_baseline_s4 model.no_such_key=1: failed" in capsys.readouterr().out
 
 
 def test_generated_folder_is_readable_as_eurosat(tmp_path):

@@ -28,8 +28,9 @@ FAST = ["debug=fast", "callbacks.progress_bar=null"]
         (["activation=hard_elu", "activation.alpha=abc"], "activation.alpha='abc' has the wrong type: expected float"),
         (["model=cnn_baseline_s4", "data.img_size=8"], "data.img_size=8 is too small for model="),
         (["+model.depth=3"], "model.depth is not an option of"),
+        (["trainer.precision=bf32"], "trainer.precision='bf32' is invalid: expected one of auto, "),
     ],
-    ids=["lr", "batch_size", "fold", "freeze", "alpha_type", "img_size", "unknown_key"],
+    ids=["lr", "batch_size", "fold", "freeze", "alpha_type", "img_size", "unknown_key", "precision"],
 )
 def test_config_mistake_stops_before_data_with_one_line(cnnlab, overrides, expected):
     result = cnnlab(*FAST, *overrides, check=False)

@@ -14,7 +14,7 @@ from torch import nn
 import cnnlab.conf
 from cnnlab.models import create_model
 from cnnlab.models.complexity import count_macs
-from cnnlab.training.module import build_network
+from cnnlab.training.module import RUNTIME_KEYS, build_network
 
 CONF_MODEL = Path(cnnlab.conf.__path__[0]) / "model"
 # model -> the nonlinearity `activation=` replaces (every one of them)
@@ -48,7 +48,7 @@ def keras_param_count(net: nn.Module) -> int:
 def test_every_model_has_a_yaml_with_runtime_keys():
     for name in SWAPPED:
         cfg = OmegaConf.load(CONF_MODEL / f"{name}.yaml")
-        assert {"_target_", "channels_last", "compile"} <= set(cfg), name
+        assert {"_target_", *RUNTIME_KEYS} <= set(cfg), name
 
 
 @pytest.mark.parametrize("img_size", [32, 64, 100, 128])

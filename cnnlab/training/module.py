@@ -18,7 +18,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 # keys of the model config that set how the network runs, not what it is
-RUNTIME_KEYS = ("channels_last", "compile")
+RUNTIME_KEYS = ("channels_last", "compile", "bf16_on_cpu")
 
 
 def build_network(

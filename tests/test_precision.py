@@ -1,0 +1,51 @@
+"""``trainer.precision=auto``: the per-device, per-model choice and its record in results.json."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+
+from cnnlab.training import precision
+from cnnlab.training.precision import choose_precision, cpu_supports_bf16, run_precision
+from conftest import read_results, run_dirs
+
+
+def test_an_explicit_precision_is_kept():
+    assert choose_precision("bf16-mixed", "cpu", bf16_on_cpu=False) == ("bf16-mixed", "set by trainer.precision")
+    assert choose_precision(32, "gpu", bf16_on_cpu=True)[0] == "32"
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_auto_on_cpu_uses_bf16_only_for_models_that_gain_and_cpus_that_have_it(monkeypatch, native_bf16):
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: native_bf16)
+    assert choose_precision("auto", "cpu", bf16_on_cpu=False)[0] == "32-true"
+    assert choose_precision("auto", "cpu", bf16_on_cpu=True)[0] == ("bf16-mixed" if native_bf16 else "32-true")
+
+
+@pytest.mark.parametrize("gpu_bf16, expected", [(True, "bf16-mixed"), (False, "16-mixed")])
+def test_auto_on_a_gpu_is_mixed_precision(monkeypatch, gpu_bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: gpu_bf16)
+    assert choose_precision("auto", "gpu", bf16_on_cpu=False)[0] == expected
+    assert choose_precision("auto", "auto", bf16_on_cpu=True)[0] == expected
+
+
+@pytest.mark.parametrize("model, gains", [("mobilenetv3_small", False), ("resnet50", True), ("resnet18_s2", True)])
+def test_model_configs_say_whether_bf16_pays_on_cpu(model, gains):
+    with initialize_config_module("cnnlab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={model}"])
+    assert cfg.trainer.precision == "auto" and cfg.model.bf16_on_cpu is gains
+    expected = "bf16-mixed" if gains and cpu_supports_bf16() and not torch.cuda.is_available() else None
+    if expected:
+        assert run_precision(cfg)[0] == expected
+
+
+def test_a_run_records_the_precision_and_memory_format_it_used(cnnlab):
+    cnnlab("debug=smoke", "model=resnet18_s2")
+    (run,) = run_dirs(cnnlab.cwd)
+    runtime = read_results(run)["runtime"]
+    assert runtime["device"] == "cpu" and runtime["compile"] is False
+    assert runtime["precision"] == ("bf16-mixed" if cpu_supports_bf16() else "32-true")
+    assert runtime["precision_reason"].startswith("auto: CPU")
+    assert runtime["channels_last"] is True
