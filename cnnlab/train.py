@@ -20,7 +20,7 @@ from cnnlab.config import validate
 from cnnlab.data.base import ImageDataModule
 from cnnlab.environment import environment
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluation.data_plots import plot_data
+from cnnlab.evaluation.data_plots import start_data_plots
 from cnnlab.evaluation import plots
 from cnnlab.evaluation.report import read_history, write_run_report
 from cnnlab.evaluation.wandb_views import finish_wandb, log_config, prepare_wandb
@@ -80,6 +80,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, Any] = {"status": "running", "environment": environment()}
     _write_results(output_dir, results)  # a killed run is left marked "running"
     start = time.perf_counter()
+    data_plots = None
     try:
         validate(cfg)
         ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)
@@ -89,7 +90,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if ckpt_path:
             check_compatible(load_checkpoint(ckpt_path, cfg.trust_checkpoint), dict(module.hparams), ckpt_path)
         if is_global_zero():
-            plot_data(datamodule, output_dir / "report")
+            data_plots = start_data_plots(datamodule, output_dir / "report")
         callbacks = _instantiate_all(cfg.get("callbacks"))
         prepare_wandb(cfg)
         loggers = _instantiate_all(cfg.get("logger"))
@@ -99,7 +100,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results.update(
             num_params=sum(p.numel() for p in module.net.parameters()),
             trainable_params=sum(p.numel() for p in module.trainable_parameters()),
-            macs=count_macs(module.net, datamodule.in_chans, datamodule.img_size),
             num_classes=datamodule.num_classes,
             split_sizes={k: len(v) for k, v in datamodule.splits.items()},
             world_size=trainer.world_size,
@@ -116,6 +116,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not cfg.trust_checkpoint)
         results["train_time_sec"] = round(time.perf_counter() - start, 3)
         results.update(_fit_results(trainer))
+        results["macs"] = count_macs(module.net, datamodule.in_chans, datamodule.img_size)  # after fit: not start-up time
 
         if cfg.get("test"):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -140,6 +141,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             ) from error
         raise
     finally:
+        if data_plots is not None:
+            data_plots.join()
         results["wall_time_sec"] = round(time.perf_counter() - start, 3)
         _write_results(output_dir, results)
         finish_wandb(failed=results["status"] != "completed")
