@@ -33,7 +33,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig
 from torchvision.datasets import ImageFolder
 
-from cnnlab.training.precision import cpu_supports_bf16, run_precision, uses_cuda
+from cnnlab.training.precision import autocast, cpu_supports_bf16, run_precision, uses_cuda
 
 MODES = ("floor", "cnnlab", "conventional")
 EUROSAT_CLASSES = (
@@ -119,15 +119,6 @@ def peak_memory(device: torch.device, into: dict) -> Iterator[None]:
         stop.set()
         sampler.join()
         into["peak_mem_mb"] = round(peak[0] / 2**20, 1)
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The autocast Lightning uses for ``trainer.precision`` (``bf16-mixed``, ``16-mixed``), or none."""
-    if precision.startswith("bf16"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision.startswith("16"):
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 def _sync(device: torch.device) -> None:

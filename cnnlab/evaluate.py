@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.data.base import ImageDataModule, Split
 from cnnlab.errors import CnnlabError, exit_on_user_error
-from cnnlab.evaluation.predictions import collect_predictions
+from cnnlab.evaluation.predictions import collect_predictions, run_precision_of
 from cnnlab.evaluation.report import read_history, write_report
 from cnnlab.evaluation.summary import read_overrides
 from cnnlab.training.checkpoints import load_classifier, run_dir_of
@@ -59,10 +59,11 @@ def main(cfg: DictConfig) -> float:
     datamodule.setup()
     split = in_checkpoint_classes(datamodule.splits[cfg.split], datamodule.class_names, list(hparams.class_names))
     batch_size = cfg.batch_size or datamodule.eval_batch_size
-    predictions = collect_predictions(module, split, hparams.preprocessing, list(hparams.class_names), batch_size)
-
     run_results_path = run_dir / "results.json"
     run_results = json.loads(run_results_path.read_text()) if run_results_path.exists() else {}
+    predictions = collect_predictions(
+        module, split, hparams.preprocessing, list(hparams.class_names), batch_size, precision=run_precision_of(run_results)
+    )
     run_results.setdefault("num_params", sum(p.numel() for p in module.net.parameters()))
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     report = write_report(

@@ -114,10 +114,12 @@ def test_history_assigns_learning_rates_to_the_epoch_they_were_used_in(tmp_path:
     assert history["train/loss"] == {0: 2.5, 1: 1.8, 2: 1.2}
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+# the default model trains in fp32; cnn_baseline_s4 in bf16 mixed precision on CPUs with native bf16, where
+# the report and cnnlab-eval must compute in the run's precision to agree with its trainer.test
+@pytest.fixture(scope="module", params=["mobilenetv3_small", "cnn_baseline_s4"])
+def run_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = tmp_path_factory.mktemp("report_run")
-    run_cli(["debug=fast", "trainer.max_epochs=2", "hydra.run.dir=run"], cwd)
+    run_cli(["debug=fast", "trainer.max_epochs=2", f"model={request.param}", "hydra.run.dir=run"], cwd)
     return cwd / "run"
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from cnnlab.data.base import Split
 from cnnlab.data.preprocess import preprocess
+from cnnlab.training.precision import autocast
 
 
 @dataclass
@@ -38,18 +39,26 @@ class Predictions:
         return self.probs.max(axis=1)
 
 
+def run_precision_of(results: dict) -> str:
+    """The precision a run trained and tested in, from its results.json (fp32 for runs that predate it)."""
+    return results.get("runtime", {}).get("precision", "32-true")
+
+
 @torch.inference_mode()
 def collect_predictions(
-    net: nn.Module, split: Split, preprocessing: dict, class_names: list[str], batch_size: int = 256
+    net: nn.Module, split: Split, preprocessing: dict, class_names: list[str], batch_size: int = 256,
+    precision: str = "32-true",
 ) -> Predictions:
-    """Logits of ``net`` (e.g. an ``ImageClassifier``) for every image of ``split``, in order."""
+    """Logits of ``net`` (e.g. an ``ImageClassifier``) for every image of ``split``, in order, computed in
+    ``precision`` (the run's, so that they equal what its ``trainer.test`` saw)."""
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
-    logits = [
-        net(preprocess(split.images[start : start + batch_size].to(device), preprocessing)).float().cpu()
-        for start in range(0, len(split), batch_size)
-    ]
+    with autocast(precision, device):
+        logits = [
+            net(preprocess(split.images[start : start + batch_size].to(device), preprocessing)).float().cpu()
+            for start in range(0, len(split), batch_size)
+        ]
     net.train(was_training)
     return Predictions(
         logits=torch.cat(logits).numpy() if logits else np.zeros((0, len(class_names)), np.float32),

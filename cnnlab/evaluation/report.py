@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import CSVLogger
 from cnnlab.data.base import ImageDataModule
 from cnnlab.evaluation import plots
 from cnnlab.evaluation.metrics import ClassificationMetrics, compute_metrics
-from cnnlab.evaluation.predictions import Predictions, collect_predictions
+from cnnlab.evaluation.predictions import Predictions, collect_predictions, run_precision_of
 from cnnlab.evaluation.summary import is_missing, read_overrides
 from cnnlab.evaluation.wandb_views import log_report
 from cnnlab.training.module import ImageClassifier
@@ -188,7 +188,8 @@ def write_run_report(
     ``test/auroc_macro`` to ``results`` and shows the report in W&B when a WandbLogger is attached."""
     hparams = module.hparams
     predictions = collect_predictions(
-        module, datamodule.splits["test"], hparams.preprocessing, datamodule.class_names, datamodule.eval_batch_size
+        module, datamodule.splits["test"], hparams.preprocessing, datamodule.class_names, datamodule.eval_batch_size,
+        precision=run_precision_of(results),
     )
     report = write_report(
         predictions,

@@ -3,6 +3,7 @@ what was measured to be fastest, and the choice (with its reason) is recorded in
 
 from __future__ import annotations
 
+import contextlib
 import typing
 
 import torch
@@ -53,3 +54,13 @@ def choose_precision(requested: str | int, accelerator: str, bf16_on_cpu: bool) 
 def run_precision(cfg: DictConfig) -> tuple[str, str]:
     """:func:`choose_precision` for a composed run config."""
     return choose_precision(cfg.trainer.precision, str(cfg.trainer.accelerator), bool(cfg.model.get("bf16_on_cpu", False)))
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast Lightning uses for ``trainer.precision`` (``bf16-mixed``, ``16-mixed``), or none: so that
+    code outside the Trainer (the benchmark's floor, the run's report, cnnlab-eval) computes as the run did."""
+    if precision.startswith("bf16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
