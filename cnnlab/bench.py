@@ -1,6 +1,8 @@
 """``cnnlab-bench``: training images/s of a model alone (``floor``), of cnnlab's real training path
-(``cnnlab``) and of the usual ImageFolder + PIL + DataLoader-workers recipe (``conventional``), in one
-process, on a generated image folder in EuroSAT's layout, so that it runs offline.
+(``cnnlab``) and of the usual ImageFolder + PIL + DataLoader-workers recipe (``conventional``), on a
+generated image folder in EuroSAT's layout, so that it runs offline. ``floor`` and ``cnnlab`` run in this
+process with cnnlab's settings (``tune_malloc`` included); ``conventional`` in a second process with
+glibc's default allocator, as the recipe runs anywhere else.
 
 Modes run in interleaved rounds (floor, cnnlab, conventional, floor, ...) so that a change in the
 machine's load during the run hits every mode alike; each mode's figure is the median of its timed
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -33,6 +37,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig
 from torchvision.datasets import ImageFolder
 
+from cnnlab.training.allocator import keep_freed_memory, malloc_tuned
 from cnnlab.training.precision import autocast, cpu_supports_bf16, run_precision, uses_cuda
 
 MODES = ("floor", "cnnlab", "conventional")
@@ -119,6 +124,14 @@ def peak_memory(device: torch.device, into: dict) -> Iterator[None]:
         stop.set()
         sampler.join()
         into["peak_mem_mb"] = round(peak[0] / 2**20, 1)
+
+
+def with_peak_memory(device: torch.device, measure: Callable[[], dict]) -> dict:
+    """``measure()``'s figures plus the ``peak_mem_mb`` reached while it ran."""
+    measured: dict = {}
+    with peak_memory(device, measured):
+        measured.update(measure())
+    return measured
 
 
 def _sync(device: torch.device) -> None:
@@ -258,6 +271,15 @@ def measure_conventional(cfg: DictConfig, datamodule: Any, device: torch.device,
     return {"samples": [num_train / s for s in seconds[1:] or seconds]}
 
 
+def conventional_with_peak_memory(cfg: DictConfig, device: torch.device, epochs: int, workers: int) -> dict:
+    """:func:`measure_conventional` in a process of its own (see :func:`bench_model`), peak memory included."""
+    from cnnlab.train import build_datamodule
+
+    datamodule = build_datamodule(cfg)
+    datamodule.setup()
+    return with_peak_memory(device, lambda: measure_conventional(cfg, datamodule, device, epochs, workers))
+
+
 # -- start-up -------------------------------------------------------------------------------------
 def seconds_since_process_start() -> float:
     """Wall time since this process was created (Linux /proc), so imports count too."""
@@ -313,8 +335,9 @@ def machine() -> dict:
     }
 
 
-def bench_model(model_spec: str, args: argparse.Namespace, data_root: Path, workdir: Path) -> dict:
-    """All requested modes of one model, interleaved over ``args.rounds`` rounds."""
+def bench_model(model_spec: str, args: argparse.Namespace, data_root: Path, workdir: Path, conventional_process: Executor) -> dict:
+    """All requested modes of one model, interleaved over ``args.rounds`` rounds; ``conventional`` runs in
+    ``conventional_process``, a process of its own with glibc's default allocator, as the recipe would."""
     from cnnlab.train import build_datamodule
 
     cfg = compose_config(model_spec, data_root, args.img_size, args.batch_size, args.overrides, workdir)
@@ -322,17 +345,17 @@ def bench_model(model_spec: str, args: argparse.Namespace, data_root: Path, work
     device = torch.device("cuda" if uses_cuda(str(cfg.trainer.accelerator)) else "cpu")
     datamodule = build_datamodule(cfg)
     datamodule.setup()
+    if cfg.get("tune_malloc"):
+        keep_freed_memory()
     runners = {
-        "floor": lambda: measure_floor(cfg, datamodule, device, args.windows, args.window_steps, args.warmup),
-        "cnnlab": lambda: measure_cnnlab(cfg, datamodule, args.epochs),
-        "conventional": lambda: measure_conventional(cfg, datamodule, device, args.epochs, args.workers),
+        "floor": lambda: with_peak_memory(device, lambda: measure_floor(cfg, datamodule, device, args.windows, args.window_steps, args.warmup)),
+        "cnnlab": lambda: with_peak_memory(device, lambda: measure_cnnlab(cfg, datamodule, args.epochs)),
+        "conventional": lambda: conventional_process.submit(conventional_with_peak_memory, cfg, device, args.epochs, args.workers).result(),
     }
     modes: dict[str, dict] = {mode: {"samples": [], "peak_mem_mb": 0.0} for mode in args.modes}
     for _ in range(args.rounds):
         for mode in args.modes:
-            measured: dict = {}
-            with peak_memory(device, measured):
-                measured.update(runners[mode]())
+            measured = runners[mode]()
             entry = modes[mode]
             entry["samples"] += [round(s, 1) for s in measured.pop("samples")]
             entry["peak_mem_mb"] = max(entry["peak_mem_mb"], measured.pop("peak_mem_mb"))
@@ -346,6 +369,7 @@ def bench_model(model_spec: str, args: argparse.Namespace, data_root: Path, work
         "batch_size": args.batch_size,
         "precision": str(cfg.trainer.precision),
         "channels_last": bool(cfg.model.get("channels_last", False)),
+        "malloc_tuned": malloc_tuned(),
         "augment": {k: v for k, v in (cfg.data.get("augment") or {}).items() if k != "_target_"},
         "train_images": len(datamodule.splits["train"]),
         "modes": modes,
@@ -406,10 +430,11 @@ def main(argv: list[str] | None = None) -> None:
     data_root = make_eurosat_folder(args.data_dir, args.images, args.img_size)
     results: dict[str, Any] = {"machine": machine(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     results["runs"] = []
-    with tempfile.TemporaryDirectory() as workdir:
+    spawn = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as workdir, ProcessPoolExecutor(max_workers=1, mp_context=spawn) as conventional_process:
         for spec in args.model:
             try:
-                results["runs"].append(bench_model(spec, args, data_root, Path(workdir)))
+                results["runs"].append(bench_model(spec, args, data_root, Path(workdir), conventional_process))
             except Exception as error:  # one broken spec must not cost the others' figures
                 results["runs"].append({"model": spec, "error": f"{type(error).__name__}: {error}"})
                 print(f"cnnlab-bench: {spec!r} failed: {error}", file=sys.stderr)

@@ -24,6 +24,7 @@ from cnnlab.evaluation.data_plots import start_data_plots
 from cnnlab.evaluation import plots
 from cnnlab.evaluation.report import read_history, write_run_report
 from cnnlab.evaluation.wandb_views import finish_wandb, log_config, prepare_wandb
+from cnnlab.training.allocator import keep_freed_memory, malloc_tuned
 from cnnlab.training.callbacks import EpochTimer
 from cnnlab.training.distributed import is_global_zero
 from cnnlab.models.complexity import count_macs
@@ -83,6 +84,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     data_plots = None
     try:
         validate(cfg)
+        if cfg.get("tune_malloc"):
+            keep_freed_memory()
         ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)
         L.seed_everything(cfg.seed, workers=True)
         datamodule = build_datamodule(cfg)
@@ -109,6 +112,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 "precision_reason": precision_reason,
                 "channels_last": module.channels_last,
                 "compile": bool(cfg.model.get("compile", False)),
+                "malloc_tuned": malloc_tuned(),
             },
         )
         log_config(trainer.loggers, cfg)

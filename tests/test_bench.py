@@ -4,6 +4,7 @@ in EuroSAT's layout. No timed assertions: the figures themselves are the benchma
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ def test_every_mode_runs_and_the_json_has_the_fields(tmp_path, capsys):
     assert {"cpu", "cores", "bf16_supported", "load_average_start", "load_average_end"} <= results["machine"].keys()
     (run,) = results["runs"]
     assert run["model"] == "cnn_baseline_s4 model.dropout=0.1" and run["channels_last"]
+    assert run["malloc_tuned"] is (platform.libc_ver()[0] == "glibc")  # tune_malloc is on by default
     assert run["precision"] == ("bf16-mixed" if cpu_supports_bf16() else "32-true")  # what trainer.precision=auto picks
     assert run["train_images"] == 36 and run["augment"]["degrees"] == 45.0
     assert set(run["modes"]) == set(MODES)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -39,7 +41,7 @@ def test_model_configs_say_whether_bf16_pays_on_cpu(model, gains):
     assert run_precision(cfg)[0] == ("bf16-mixed" if gains and cpu_supports_bf16() else "32-true")  # trainer=cpu
 
 
-def test_a_run_records_the_precision_and_memory_format_it_used(cnnlab):
+def test_a_run_records_its_precision_memory_format_and_allocator(cnnlab):
     cnnlab("debug=smoke", "model=resnet18_s2")
     (run,) = run_dirs(cnnlab.cwd)
     runtime = read_results(run)["runtime"]
@@ -47,3 +49,4 @@ def test_a_run_records_the_precision_and_memory_format_it_used(cnnlab):
     assert runtime["precision"] == ("bf16-mixed" if cpu_supports_bf16() else "32-true")
     assert runtime["precision_reason"].startswith("auto: CPU")
     assert runtime["channels_last"] is True
+    assert runtime["malloc_tuned"] is (platform.libc_ver()[0] == "glibc")  # tune_malloc: true by default
