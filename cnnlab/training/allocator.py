@@ -1,9 +1,10 @@
 """Keeps freed tensor memory inside the process (``tune_malloc``, on by default).
 
-With its default settings glibc's malloc gives the activation buffers a training step frees back to the
-operating system and page-faults them in again on the next step. On the 2-core CPUs cnnlab was measured on
-that was 10x the page faults and 10-30% of MobileNetV3's training speed. Raising glibc's mmap and trim
-thresholds keeps the memory for the next step, as jemalloc or tcmalloc would, with no extra dependency.
+glibc's malloc adapts its thresholds to the allocation history, and in some processes it settles into
+giving the activation buffers a training step frees back to the operating system and page-faulting them in
+again on the next step: measured on 2-core CPUs as up to 10x the page faults and 10-30% of MobileNetV3's
+training speed, varying from run to run. Fixed, higher mmap and trim thresholds keep the memory for the
+next step, as jemalloc or tcmalloc would, with no extra dependency.
 """
 
 from __future__ import annotations
