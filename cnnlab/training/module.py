@@ -14,8 +14,10 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch import Callback, LightningModule
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassF1Score
+
+from cnnlab.training.metrics import LossAccuracy
 
 # keys of the model config that set how the network runs, not what it is
 RUNTIME_KEYS = ("channels_last", "compile", "bf16_on_cpu")
@@ -59,10 +61,7 @@ class ImageClassifier(LightningModule):
             self.freeze_policy.apply(self.net)
         self.forward_net = torch.compile(self.net) if model.get("compile") else self.net
 
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_metrics, self.val_metrics, self.test_metrics = LossAccuracy(), LossAccuracy(), LossAccuracy()
         self.test_f1 = MulticlassF1Score(num_classes, average="macro")
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # checkpointed, so a resumed run keeps its best so far
@@ -77,35 +76,42 @@ class ImageClassifier(LightningModule):
         logits = self(images)
         return F.cross_entropy(logits, labels), logits, labels
 
+    # Steps only update their stage's metrics; each epoch computes, logs and resets them once. Logging from
+    # every step cost ~0.7 ms a batch, 5% of a small CIFAR CNN's training step on a 2-core CPU.
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, logits, labels = self._step(batch)
-        self.train_loss(loss)
-        self.train_acc(logits, labels)
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.train_metrics.update(loss, logits, labels)
         return loss
 
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train", self.train_metrics, prog_bar=True)
+
     def validation_step(self, batch, batch_idx: int) -> None:
-        loss, logits, labels = self._step(batch)
-        self.val_loss(loss)
-        self.val_acc(logits, labels)
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.val_metrics.update(*self._step(batch))
 
     def on_validation_epoch_end(self) -> None:
+        accuracy = self._log_epoch("val", self.val_metrics, prog_bar=True)
         if self.trainer.sanity_checking:
             return
-        self.val_acc_best(self.val_acc.compute())
+        self.val_acc_best(accuracy)
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
-        self.test_loss(loss)
-        self.test_acc(logits, labels)
-        self.test_f1(logits, labels)
-        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
-        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
-        self.log("test/f1_macro", self.test_f1, on_step=False, on_epoch=True)
+        self.test_metrics.update(loss, logits, labels)
+        self.test_f1.update(logits, labels)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test", self.test_metrics)
+        self.log("test/f1_macro", self.test_f1)
+
+    def _log_epoch(self, stage: str, metrics: LossAccuracy, **log_options: Any) -> torch.Tensor:
+        """Log ``<stage>/loss`` and ``<stage>/acc``, reset, return the accuracy. ``compute`` has summed the
+        counts over processes, so every process logs the same values (``sync_dist`` keeps Lightning quiet)."""
+        loss, accuracy = metrics.compute()
+        metrics.reset()
+        self.log_dict({f"{stage}/loss": loss, f"{stage}/acc": accuracy}, sync_dist=True, **log_options)
+        return accuracy
 
     def configure_callbacks(self) -> list[Callback]:
         """The freeze policy, when it acts during training (two_stage)."""
