@@ -226,7 +226,7 @@ class VisibleImageFolder(ImageFolder):
 
 def conventional_transform(augment: DictConfig | dict) -> Callable:
     """torchvision PIL transforms with the parameters of cnnlab's ``BatchAugment`` preset (the affine
-    pads with black: PIL has no reflection padding)."""
+    pads with black, as ``padding_mode=zeros`` does: torchvision's PIL affine has no edge padding)."""
     from torchvision import transforms as T
 
     ops: list[Callable] = []

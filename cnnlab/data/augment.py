@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+PaddingMode = Literal["zeros", "border", "reflection"]
 
 
 class BatchAugment(nn.Module):
     """Flips and a random affine (rotation, shift, zoom), each drawn per sample, on float images in [0, 1].
 
     ``degrees`` is the maximum rotation, ``translate`` the maximum shift as a fraction of the size,
-    ``zoom`` the maximum relative zoom in or out (Keras' ``zoom_range``). Flips and affine are fused
-    into one matrix per sample and one bilinear ``grid_sample`` (reflection padding) per batch, about
-    3x faster on CPU than kornia's op-by-op pipeline; flips alone are exact copies.
+    ``zoom`` the maximum relative zoom in or out (Keras' ``zoom_range``). ``padding_mode`` fills what
+    comes in from outside the image, as ``grid_sample`` names it: ``zeros`` (black, torchvision's
+    ``RandomRotation``/``RandomAffine``), ``border`` (the edge pixel, Keras' ``ImageDataGenerator``
+    default ``fill_mode="nearest"``) or ``reflection`` (Keras' preprocessing layers). Flips and affine are
+    fused into one matrix per sample and one bilinear ``grid_sample`` per batch, about 3x faster on CPU
+    than kornia's op-by-op pipeline; flips alone are exact copies.
     """
 
     def __init__(
@@ -25,30 +31,70 @@ class BatchAugment(nn.Module):
         degrees: float = 0.0,
         translate: float = 0.0,
         zoom: float = 0.0,
+        padding_mode: PaddingMode = "reflection",
     ) -> None:
         super().__init__()
+        if padding_mode not in get_args(PaddingMode):
+            raise ValueError(f"padding_mode={padding_mode!r}: expected one of {', '.join(get_args(PaddingMode))}")
         self.hflip, self.vflip = hflip, vflip
         self.degrees, self.translate, self.zoom = degrees, translate, zoom
+        self.padding_mode = padding_mode
+        self._cached: dict[tuple, Any] = {}  # per device and dtype: base grids, draw ranges
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        n, device = len(images), images.device
-        flip_x = torch.rand(n, device=device) < self.hflip
-        flip_y = torch.rand(n, device=device) < self.vflip
         if not (self.degrees or self.translate or self.zoom):
-            images = torch.where(flip_x.view(-1, 1, 1, 1), images.flip(3), images) if self.hflip else images
-            return torch.where(flip_y.view(-1, 1, 1, 1), images.flip(2), images) if self.vflip else images
+            return self._flip(images)
+        return self.warp(images, self.sample_matrices(len(images), images.device, images.dtype))
 
-        def uniform(bound: float) -> torch.Tensor:
-            return (torch.rand(n, device=device) * 2 - 1) * bound
+    def _flip(self, images: torch.Tensor) -> torch.Tensor:
+        flips = torch.rand(2, len(images), device=images.device)
+        if self.hflip:
+            images = torch.where((flips[0] < self.hflip).view(-1, 1, 1, 1), images.flip(3), images)
+        if self.vflip:
+            images = torch.where((flips[1] < self.vflip).view(-1, 1, 1, 1), images.flip(2), images)
+        return images
 
-        angle, scale = uniform(math.radians(self.degrees)), 1 + uniform(self.zoom)
+    def sample_matrices(self, n: int, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(n, 2, 3) matrices mapping output to input coordinates in [-1, 1] (``affine_grid``'s convention):
+        each flips, rotates, zooms and shifts by its own random draw within the configured bounds."""
+        # few, batched ops: on a 2-core CPU each small op costs ~10 us between training steps
+        draws = torch.rand(n, 6, device=device, dtype=dtype)
+        flip_probability, low, span = self._draw_ranges(device, dtype)
+        signs = torch.where(draws[:, :2] < flip_probability, -1.0, 1.0)  # (n, 2): x and y flips
+        angle, scale, shift_x, shift_y = torch.addcmul(low, draws[:, 2:], span).unbind(1)
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        sign_x, sign_y = 1 - 2 * flip_x.float(), 1 - 2 * flip_y.float()
-        # output -> input coordinates in [-1, 1]: rotate/zoom the flipped grid, then shift (2 = full size)
-        theta = torch.stack([
-            torch.stack([cos * sign_x, -sin * sign_y, uniform(2 * self.translate)], 1),
-            torch.stack([sin * sign_x, cos * sign_y, uniform(2 * self.translate)], 1),
-        ], 1)
-        grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
-        return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        rotation = torch.stack([cos, -sin, sin, cos], 1).view(n, 2, 2) * signs.view(n, 1, 2)
+        return torch.cat([rotation, torch.stack([shift_x, shift_y], 1).view(n, 2, 1)], 2)
+
+    def _draw_ranges(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Flip probabilities (x, y), and low and span of (angle, scale, shift x, shift y) for uniform draws;
+        shifts are in [-1, 1] coordinates, where 2 is the full size."""
+        key = ("ranges", device, dtype)
+        if key not in self._cached:
+            radians, shift = math.radians(self.degrees), 2 * self.translate
+            as_tensor = lambda values: torch.tensor(values, device=device, dtype=dtype)  # noqa: E731
+            self._cached[key] = (
+                as_tensor([self.hflip, self.vflip]),
+                as_tensor([-radians, 1 - self.zoom, -shift, -shift]),
+                as_tensor([2 * radians, 2 * self.zoom, 2 * shift, 2 * shift]),
+            )
+        return self._cached[key]
+
+    def warp(self, images: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+        """Bilinear resampling of each image through its matrix, filled outside as ``padding_mode`` says."""
+        n, _, height, width = images.shape
+        # the same grid as F.affine_grid(align_corners=False), from one broadcast matmul against a cached
+        # base grid instead of a base grid rebuilt and copied per sample (4x faster at 64x64)
+        grid = (self._base_grid(height, width, images.device, images.dtype) @ matrices.transpose(1, 2)).view(n, height, width, 2)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode=self.padding_mode, align_corners=False)
+
+    def _base_grid(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """(H*W, 3) rows of (x, y, 1) at the pixel centres, in [-1, 1]."""
+        key = ("grid", height, width, device, dtype)
+        if key not in self._cached:
+            xs = (torch.arange(width, device=device, dtype=dtype) * 2 + 1) / width - 1
+            ys = (torch.arange(height, device=device, dtype=dtype) * 2 + 1) / height - 1
+            y, x = torch.meshgrid(ys, xs, indexing="ij")
+            self._cached[key] = torch.stack([x, y, torch.ones_like(x)], -1).view(-1, 3)
+        return self._cached[key]
