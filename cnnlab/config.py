@@ -84,28 +84,43 @@ def _check_arguments(group: str, node: DictConfig) -> None:
                 valid = sorted(k for k in signature.parameters if k not in ("self", "params", "optimizer"))
                 raise ConfigError(f"{group}.{key} is not an option of {node._target_}; valid keys: {valid}")
             continue
+        if isinstance(value, DictConfig) and value.get("_target_"):  # a nested object, e.g. data.augment
+            _check_arguments(f"{group}.{key}", value)
+            continue
         expected = hints.get(key)
         if expected is not None and not _matches(value, expected):
-            raise ConfigError(
-                f"{group}.{key}={value!r} has the wrong type: expected {_type_name(expected)}"
-            )
+            problem = "is invalid" if typing.get_origin(expected) is typing.Literal else "has the wrong type"
+            raise ConfigError(f"{group}.{key}={value!r} {problem}: expected {_type_name(expected)}")
 
 
 def _signature(target: Any) -> tuple[inspect.Signature | None, dict[str, Any]]:
-    function = target.__init__ if inspect.isclass(target) else target
+    """The target's parameters and type hints; a class whose ``__init__`` passes ``**kwargs`` on to its base
+    class (the DataModules) gets the base's parameters too, so their keys are checked as well."""
+    functions = [c.__init__ for c in inspect.getmro(target) if "__init__" in vars(c)] if inspect.isclass(target) else [target]
+    parameters: dict[str, inspect.Parameter] = {}
+    hints: dict[str, Any] = {}
     try:
-        signature = inspect.signature(target)
-        hints = typing.get_type_hints(function)
+        for function in functions:
+            own = inspect.signature(function).parameters
+            parameters.update({k: p for k, p in own.items() if k not in parameters and p.kind is not inspect.Parameter.VAR_KEYWORD})
+            hints = {**typing.get_type_hints(function), **hints}
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own.values()):
+                break
+        else:
+            parameters["kwargs"] = inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)
     except (TypeError, ValueError, NameError):
         return None, {}
-    return signature, hints
+    return inspect.Signature(list(parameters.values())), hints
 
 
 SIMPLE_TYPES = (bool, int, float, str)
 
 
 def _matches(value: Any, expected: Any) -> bool:
-    """Whether ``value`` fits an annotation made of bool/int/float/str/None; True for anything richer."""
+    """Whether ``value`` fits an annotation made of bool/int/float/str/None or a Literal of choices; True
+    for anything richer."""
+    if typing.get_origin(expected) is typing.Literal:
+        return value in typing.get_args(expected)
     is_union = typing.get_origin(expected) in (typing.Union, types.UnionType)
     options = typing.get_args(expected) if is_union else (expected,)
     if not all(o in SIMPLE_TYPES or o is type(None) for o in options):
@@ -122,6 +137,8 @@ def _matches(value: Any, expected: Any) -> bool:
 
 
 def _type_name(expected: Any) -> str:
+    if typing.get_origin(expected) is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(expected)))
     options = typing.get_args(expected) or (expected,)
     return " or ".join("null" if o is type(None) else getattr(o, "__name__", str(o)) for o in options)
 

@@ -29,8 +29,12 @@ FAST = ["debug=fast", "callbacks.progress_bar=null"]
         (["model=cnn_baseline_s4", "data.img_size=8"], "data.img_size=8 is too small for model="),
         (["+model.depth=3"], "model.depth is not an option of"),
         (["trainer.precision=bf32"], "trainer.precision='bf32' is invalid: expected one of auto, "),
+        (["data.augment.padding_mode=mirror"], "data.augment.padding_mode='mirror' is invalid: expected one of zeros, border, reflection"),
+        (["data.augment.degrees=abc"], "data.augment.degrees='abc' has the wrong type: expected float"),
+        (["data.eval_batch_size=abc"], "data.eval_batch_size='abc' has the wrong type: expected int or null"),
     ],
-    ids=["lr", "batch_size", "fold", "freeze", "alpha_type", "img_size", "unknown_key", "precision"],
+    ids=["lr", "batch_size", "fold", "freeze", "alpha_type", "img_size", "unknown_key", "precision", "augment_choice",
+         "augment_type", "datamodule_base_key"],
 )
 def test_config_mistake_stops_before_data_with_one_line(cnnlab, overrides, expected):
     result = cnnlab(*FAST, *overrides, check=False)
