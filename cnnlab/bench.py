@@ -243,8 +243,8 @@ def conventional_transform(augment: DictConfig | dict) -> Callable:
 
 
 def measure_conventional(cfg: DictConfig, datamodule: Any, device: torch.device, epochs: int, workers: int) -> dict:
-    """ImageFolder + PIL transforms + ``DataLoader(num_workers=workers)`` + a plain fp32, contiguous loop,
-    over as many images per epoch as cnnlab's train split."""
+    """ImageFolder + PIL transforms + ``DataLoader(num_workers=workers)`` + a plain fp32, contiguous loop with
+    torch's default (unfused) optimizer, over as many images per epoch as cnnlab's train split."""
     from hydra.utils import instantiate
     from torch.utils.data import DataLoader, Subset
 
@@ -259,7 +259,8 @@ def measure_conventional(cfg: DictConfig, datamodule: Any, device: torch.device,
         persistent_workers=workers > 0, pin_memory=device.type == "cuda",
     )
     net = build_module(cfg, datamodule).net.to(device, memory_format=torch.contiguous_format).train()
-    optimizer = instantiate(cfg.optim)(params=net.parameters())
+    # the config's optimizer and hyperparameters in torch's default implementation, as a plain loop builds it
+    optimizer = instantiate({k: v for k, v in cfg.optim.items() if k != "fused"})(params=net.parameters())
     seconds = []
     for _ in range(epochs):
         _sync(device)
