@@ -1,8 +1,8 @@
 """``cnnlab-bench``: training images/s of a model alone (``floor``), of cnnlab's real training path
 (``cnnlab``) and of the usual ImageFolder + PIL + DataLoader-workers recipe (``conventional``), on a
 generated image folder in EuroSAT's layout, so that it runs offline. ``floor`` and ``cnnlab`` run in this
-process with cnnlab's settings (``tune_malloc`` included); ``conventional`` in a second process with
-glibc's default allocator, as the recipe runs anywhere else.
+process with cnnlab's settings (``tune_malloc`` and the huge pages the command restarts for included);
+``conventional`` in a second process with glibc's default allocator, as the recipe runs anywhere else.
 
 Modes run in interleaved rounds (floor, cnnlab, conventional, floor, ...) so that a change in the
 machine's load during the run hits every mode alike; each mode's figure is the median of its timed
@@ -37,7 +37,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig
 from torchvision.datasets import ImageFolder
 
-from cnnlab.training.allocator import keep_freed_memory, malloc_tuned
+from cnnlab.training.allocator import (HUGE_PAGES, children_without_huge_pages, keep_freed_memory, malloc_tuned,
+                                      relaunch_with_huge_pages)
 from cnnlab.training.precision import autocast, cpu_supports_bf16, run_precision, uses_cuda
 
 MODES = ("floor", "cnnlab", "conventional")
@@ -371,6 +372,7 @@ def bench_model(model_spec: str, args: argparse.Namespace, data_root: Path, work
         "precision": str(cfg.trainer.precision),
         "channels_last": bool(cfg.model.get("channels_last", False)),
         "malloc_tuned": malloc_tuned(),
+        "huge_pages": HUGE_PAGES,
         "augment": {k: v for k, v in (cfg.data.get("augment") or {}).items() if k != "_target_"},
         "train_images": len(datamodule.splits["train"]),
         "modes": modes,
@@ -431,6 +433,7 @@ def main(argv: list[str] | None = None) -> None:
     data_root = make_eurosat_folder(args.data_dir, args.images, args.img_size)
     results: dict[str, Any] = {"machine": machine(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     results["runs"] = []
+    children_without_huge_pages()  # conventional runs with glibc's defaults, as the recipe runs elsewhere
     spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as workdir, ProcessPoolExecutor(max_workers=1, mp_context=spawn) as conventional_process:
         for spec in args.model:
@@ -454,4 +457,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    relaunch_with_huge_pages(sys.argv[1:])
     main()

@@ -24,7 +24,7 @@ from cnnlab.evaluation.data_plots import start_data_plots
 from cnnlab.evaluation import plots
 from cnnlab.evaluation.report import read_history, write_run_report
 from cnnlab.evaluation.wandb_views import finish_wandb, log_config, prepare_wandb
-from cnnlab.training.allocator import keep_freed_memory, malloc_tuned
+from cnnlab.training.allocator import HUGE_PAGES, keep_freed_memory, malloc_tuned
 from cnnlab.training.callbacks import EpochTimer
 from cnnlab.training.distributed import is_global_zero
 from cnnlab.models.complexity import count_macs
@@ -113,6 +113,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 "channels_last": module.channels_last,
                 "compile": bool(cfg.model.get("compile", False)),
                 "malloc_tuned": malloc_tuned(),
+                "huge_pages": HUGE_PAGES,
             },
         )
         log_config(trainer.loggers, cfg)
