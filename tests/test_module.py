@@ -1,0 +1,69 @@
+"""ImageClassifier's training loop: the epoch metrics it logs and when it frees the gradients."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Callback
+from torch.utils.data import DataLoader, TensorDataset
+
+from cnnlab.training.module import ImageClassifier
+
+MODEL = {"_target_": "cnnlab.models.cifar_cnns.CNNBaselineS2"}
+FUSED_ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3, "fused": True}
+
+
+def loader(count: int, batch_size: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(count, 3, 16, 16, generator=generator)
+    return DataLoader(TensorDataset(images, torch.randint(0, 3, (count,), generator=generator)), batch_size=batch_size)
+
+
+def classifier() -> ImageClassifier:
+    torch.manual_seed(0)
+    return ImageClassifier(model=MODEL, optimizer=FUSED_ADAM, num_classes=3, in_chans=3, img_size=16)
+
+
+def trainer(max_epochs: int, callbacks: list[Callback] = (), **options) -> L.Trainer:
+    return L.Trainer(
+        max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0, callbacks=list(callbacks),
+        **options,
+    )
+
+
+class GradientsAtBatchEnd(Callback):
+    def __init__(self) -> None:
+        self.present: list[bool] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.present.append(any(p.grad is not None for p in pl_module.parameters()))
+
+
+def test_gradients_are_freed_right_after_each_optimizer_step_and_accumulate_between():
+    every_step = GradientsAtBatchEnd()
+    trainer(1, [every_step]).fit(classifier(), loader(12, 4))
+    assert every_step.present == [False, False, False]
+
+    accumulating = GradientsAtBatchEnd()
+    trainer(1, [accumulating], accumulate_grad_batches=2).fit(classifier(), loader(16, 4))
+    assert accumulating.present == [True, False, True, False]  # kept until the step of every second batch
+
+
+def test_epoch_metrics_are_the_per_image_loss_and_accuracy_of_the_epoch():
+    module, train, val = classifier(), loader(12, 5), loader(10, 4)  # uneven last batches
+    run = trainer(1)
+    run.validate(module, val, verbose=False)
+    images, labels = (torch.cat(parts) for parts in zip(*val))
+    with torch.no_grad():
+        logits = module.eval()(images)
+    logged = run.callback_metrics
+    assert torch.allclose(logged["val/loss"], F.cross_entropy(logits, labels), atol=1e-5)
+    assert logged["val/acc"] == (logits.argmax(1) == labels).float().mean()
+    assert logged["val/acc_best"] == logged["val/acc"]
+
+    run = trainer(2)
+    run.fit(classifier(), train, val)
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"} <= set(run.logged_metrics)
+    assert 0 <= run.logged_metrics["train/acc"] <= 1 and run.logged_metrics["train/loss"] > 0
