@@ -6,7 +6,8 @@ process with cnnlab's settings (``tune_malloc`` and the huge pages the command r
 
 Modes run in interleaved rounds (floor, cnnlab, conventional, floor, ...) so that a change in the
 machine's load during the run hits every mode alike; each mode's figure is the median of its timed
-windows (floor) or full epochs after the first (cnnlab, conventional) over all rounds.
+windows (floor: as many steps as an epoch, by default) or full epochs after the first (cnnlab,
+conventional) over all rounds.
 
     cnnlab-bench --model mobilenetv3_small --model "mobilenetv3_small model.hybrid=true" --rounds 2
     cnnlab-bench --model cnn_baseline_s4 --model resnet18_s2 --img-size 32 data/augment=cifar_s4
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -349,8 +351,9 @@ def bench_model(model_spec: str, args: argparse.Namespace, data_root: Path, work
     datamodule.setup()
     if cfg.get("tune_malloc"):
         keep_freed_memory()
+    window_steps = args.window_steps or math.ceil(len(datamodule.splits["train"]) / args.batch_size)
     runners = {
-        "floor": lambda: with_peak_memory(device, lambda: measure_floor(cfg, datamodule, device, args.windows, args.window_steps, args.warmup)),
+        "floor": lambda: with_peak_memory(device, lambda: measure_floor(cfg, datamodule, device, args.windows, window_steps, args.warmup)),
         "cnnlab": lambda: with_peak_memory(device, lambda: measure_cnnlab(cfg, datamodule, args.epochs)),
         "conventional": lambda: conventional_process.submit(conventional_with_peak_memory, cfg, device, args.epochs, args.workers).result(),
     }
@@ -375,6 +378,7 @@ def bench_model(model_spec: str, args: argparse.Namespace, data_root: Path, work
         "huge_pages": HUGE_PAGES,
         "augment": {k: v for k, v in (cfg.data.get("augment") or {}).items() if k != "_target_"},
         "train_images": len(datamodule.splits["train"]),
+        "floor_window_steps": window_steps,
         "modes": modes,
         "cnnlab_vs_floor": round(rate["cnnlab"] / rate["floor"], 3) if {"cnnlab", "floor"} <= rate.keys() else None,
         "cnnlab_vs_conventional": round(rate["cnnlab"] / rate["conventional"], 3) if {"cnnlab", "conventional"} <= rate.keys() else None,
@@ -411,7 +415,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=3000, help="images in the generated folder (60%% form the train split)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per round for cnnlab and conventional; the first is warm-up")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per round for floor")
-    parser.add_argument("--window-steps", type=int, default=5, help="training steps per floor window")
+    parser.add_argument("--window-steps", type=int, default=None,
+                        help="training steps per floor window; default: as many as a cnnlab epoch takes, so that on a "
+                             "shared machine both figures average over stretches of the same length")
     parser.add_argument("--warmup", type=int, default=3, help="untimed floor steps per round")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of all modes")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers of conventional")

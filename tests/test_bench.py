@@ -17,9 +17,9 @@ TINY = ["--img-size", "32", "--images", "60", "--batch-size", "8", "--epochs", "
         "--window-steps", "1", "--warmup", "1", "--workers", "1"]
 
 
-def run_bench(tmp_path: Path, *args: str) -> dict:
+def run_bench(tmp_path: Path, *args: str, settings: list[str] = TINY) -> dict:
     output = tmp_path / "bench.json"
-    main([*TINY, "--data-dir", str(tmp_path / "data"), "--output", str(output), *args])
+    main([*settings, "--data-dir", str(tmp_path / "data"), "--output", str(output), *args])
     return json.loads(output.read_text())
 
 
@@ -31,6 +31,7 @@ def test_every_mode_runs_and_the_json_has_the_fields(tmp_path, capsys):
     assert run["malloc_tuned"] is (platform.libc_ver()[0] == "glibc")  # tune_malloc is on by default
     assert run["precision"] == ("bf16-mixed" if cpu_supports_bf16() else "32-true")  # what trainer.precision=auto picks
     assert run["train_images"] == 36 and run["augment"]["degrees"] == 45.0
+    assert run["floor_window_steps"] == 1  # --window-steps
     assert set(run["modes"]) == set(MODES)
     for mode, entry in run["modes"].items():
         # 2 rounds: 2 floor windows each, 1 epoch after warm-up each
@@ -43,9 +44,12 @@ def test_every_mode_runs_and_the_json_has_the_fields(tmp_path, capsys):
 
 
 def test_startup_and_mode_subset(tmp_path):
-    results = run_bench(tmp_path, "--model", "cnn_baseline_s4", "--modes", "floor", "--startup", "1")
+    at = TINY.index("--window-steps")
+    default_windows = TINY[:at] + TINY[at + 2:]  # a floor window is as many steps as an epoch
+    results = run_bench(tmp_path, "--model", "cnn_baseline_s4", "--modes", "floor", "--startup", "1", settings=default_windows)
     (run,) = results["runs"]
     assert list(run["modes"]) == ["floor"] and run["cnnlab_vs_floor"] is None
+    assert run["floor_window_steps"] == 5  # 36 training images in batches of 8
     assert results["startup"]["sec_to_first_step"] > 0 and len(results["startup"]["samples"]) == 1
 
 
