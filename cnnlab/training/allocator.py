@@ -3,8 +3,9 @@
 Freed memory stays in the process: glibc's malloc adapts its thresholds to the allocation history, and in
 some processes it settles into giving the activation buffers a training step frees back to the operating
 system and page-faulting them in again on the next step: measured on 2-core CPUs as up to 10x the page
-faults and 10-30% of MobileNetV3's training speed, varying from run to run. Fixed, higher mmap and trim
-thresholds keep the memory for the next step, as jemalloc or tcmalloc would, with no extra dependency.
+faults and 10-30% of MobileNetV3's training speed, varying from run to run. Buffers of every size from the
+heap and a fixed, high trim threshold keep the memory for the next step, as jemalloc or tcmalloc would,
+with no extra dependency.
 
 Huge pages: where the kernel gives transparent huge pages only to memory that asks for them (``madvise``,
 a common default), malloc asks when the process starts with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``
@@ -25,8 +26,12 @@ from pathlib import Path
 # mallopt(3) parameters
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
 # allocations up to this size come from the heap, not a fresh mmap: 32 MiB is glibc's ceiling on 64-bit
 MMAP_THRESHOLD_BYTES = 32 * 2**20
+# and larger ones too (glibc still mmaps when the heap cannot grow): a 64x64 MobileNetV3-large or ResNet-50
+# at batch 128 has 33 MiB activations, mmapped and page-faulted afresh every step otherwise (3% of its step)
+MMAP_MAX = 0
 # free memory at the top of the heap is kept up to this size instead of being returned to the OS
 TRIM_THRESHOLD_BYTES = 2**30
 
@@ -44,9 +49,8 @@ def keep_freed_memory() -> bool:
     global _tuned
     if not _tuned and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         libc = ctypes.CDLL("libc.so.6")
-        _tuned = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
-            libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-        )
+        settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES), (M_MMAP_MAX, MMAP_MAX), (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+        _tuned = all([bool(libc.mallopt(parameter, value)) for parameter, value in settings])
     return _tuned
 
 
