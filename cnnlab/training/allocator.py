@@ -20,7 +20,7 @@ import ctypes
 import os
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 # mallopt(3) parameters
@@ -42,7 +42,8 @@ _tuned = False
 
 
 def keep_freed_memory() -> bool:
-    """Raise glibc's mmap and trim thresholds for the rest of this process (and processes it forks).
+    """Fix glibc's mmap and trim thresholds, and serve buffers of every size from the heap, for the rest of
+    this process (and processes it forks).
 
     Returns whether the process now runs with them: False where the C library is not glibc.
     """
@@ -59,7 +60,7 @@ def malloc_tuned() -> bool:
     return _tuned
 
 
-def huge_pages_requested(environ: dict[str, str] | os._Environ = os.environ) -> bool:
+def huge_pages_requested(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether ``environ`` asks glibc's malloc for transparent huge pages."""
     return HUGE_PAGES_TUNABLE in environ.get("GLIBC_TUNABLES", "").split(":")
 
@@ -82,7 +83,8 @@ def huge_pages_help() -> bool:
     libc, version = platform.libc_ver()
     if platform.system() != "Linux" or libc != "glibc" or transparent_huge_pages_mode() != "madvise":
         return False
-    return tuple(int(part) for part in version.split(".")[:2]) >= (2, 35)
+    major, _, minor = version.partition(".")
+    return major.isdigit() and minor.split(".")[0].isdigit() and (int(major), int(minor.split(".")[0])) >= (2, 35)
 
 
 def relaunch_with_huge_pages(args: Sequence[str]) -> None:
