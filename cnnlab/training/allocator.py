@@ -60,9 +60,14 @@ def malloc_tuned() -> bool:
     return _tuned
 
 
+def _tunables(environ: Mapping[str, str]) -> list[str]:
+    """The entries of ``GLIBC_TUNABLES`` in ``environ``."""
+    return [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t]
+
+
 def huge_pages_requested(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether ``environ`` asks glibc's malloc for transparent huge pages."""
-    return HUGE_PAGES_TUNABLE in environ.get("GLIBC_TUNABLES", "").split(":")
+    return HUGE_PAGES_TUNABLE in _tunables(environ)
 
 
 # what this process started with: the bench takes the tunable out of os.environ for its conventional child
@@ -83,8 +88,11 @@ def huge_pages_help() -> bool:
     libc, version = platform.libc_ver()
     if platform.system() != "Linux" or libc != "glibc" or transparent_huge_pages_mode() != "madvise":
         return False
-    major, _, minor = version.partition(".")
-    return major.isdigit() and minor.split(".")[0].isdigit() and (int(major), int(minor.split(".")[0])) >= (2, 35)
+    try:
+        major, minor = (int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (2, 35)
 
 
 def relaunch_with_huge_pages(args: Sequence[str]) -> None:
@@ -96,7 +104,7 @@ def relaunch_with_huge_pages(args: Sequence[str]) -> None:
     opted_out = any(a.lstrip("+~").lower() in ("tune_malloc=false", "tune_malloc=0") for a in args)
     if HUGE_PAGES or opted_out or not huge_pages_help():
         return
-    tunables = ":".join(filter(None, (os.environ.get("GLIBC_TUNABLES"), HUGE_PAGES_TUNABLE)))
+    tunables = ":".join([*_tunables(os.environ), HUGE_PAGES_TUNABLE])
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, sys.orig_argv, {**os.environ, "GLIBC_TUNABLES": tunables})
@@ -104,7 +112,7 @@ def relaunch_with_huge_pages(args: Sequence[str]) -> None:
 
 def children_without_huge_pages() -> None:
     """Processes started from here on begin with glibc's defaults (this one keeps its huge pages)."""
-    tunables = [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t and t != HUGE_PAGES_TUNABLE]
+    tunables = [t for t in _tunables(os.environ) if t != HUGE_PAGES_TUNABLE]
     if tunables:
         os.environ["GLIBC_TUNABLES"] = ":".join(tunables)
     else:
