@@ -4,6 +4,11 @@ The swappable ("deep") activation is the one in the HS rows of the tables: the b
 the last 1x1 conv and the 1x1 conv after pooling. ReLU rows, the squeeze-excite gates (ReLU +
 hard-sigmoid) and the stem (hard-swish) stay as the seed builds them.
 
+After the global pooling, S0's 1x1 convs (pre-logits, classifier, hybrid embedding) act on a 1x1 map:
+they are ``nn.Linear`` layers here, the same function with the same parameters and initialization.
+oneDNN runs a 1x1 conv on a 1x1 map ~9x slower than the matmul in channels-last (a 960->1280 conv took
+35 ms of a 330 ms MobileNetV3-large training step on a 2-core CPU, the Linear 4 ms).
+
 Hybrid mode (S0, ``hybrid=True``) adds hand-crafted features computed on the model's input batch:
 Sobel-x/y appended to the image (``in_chans + 2`` channels into the stem), and HOG features through
 a dense branch Linear(hog_dim, 256) + ReLU. The MobileNet branch ends in a 256-d embedding: the 1x1
@@ -132,22 +137,24 @@ class MobileNetV3(nn.Module):
         features.append(ConvBlock(chans, last_conv, 1, activation=deep_activation))
         self.features = nn.Sequential(*features)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.pre_logits = nn.Sequential(nn.Conv2d(last_conv, pre_classifier, 1), deep_activation())
+        self.pre_logits = nn.Sequential(nn.Linear(last_conv, pre_classifier), deep_activation())
         self.dropout = nn.Dropout(drop_rate)
         if hybrid:
-            self.embedding = nn.Conv2d(pre_classifier, HYBRID_BRANCH_WIDTH, 1)
+            self.embedding = nn.Linear(pre_classifier, HYBRID_BRANCH_WIDTH)
             self.hog = HOG(hog_orientations, hog_pixels_per_cell, hog_cells_per_block)
             self.hog_branch = nn.Sequential(nn.Linear(self.hog.output_dim(img_size), HYBRID_BRANCH_WIDTH), nn.ReLU())
             self.num_features = 2 * HYBRID_BRANCH_WIDTH
             self.head = nn.Linear(self.num_features, num_classes)
         else:
             self.num_features = pre_classifier
-            self.head = nn.Conv2d(pre_classifier, num_classes, 1)
+            self.head = nn.Linear(pre_classifier, num_classes)
         self._init_weights()
 
     def _init_weights(self) -> None:
+        # S0's 1x1 convs after pooling keep the convs' initialization (kaiming, fan-out)
+        pooled_convs = {self.pre_logits[0], self.embedding if self.hybrid else self.head}
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, nn.Conv2d) or module in pooled_convs:
                 nn.init.kaiming_normal_(module.weight, mode="fan_out")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
@@ -160,15 +167,15 @@ class MobileNetV3(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def forward_embedding(self, x: torch.Tensor) -> torch.Tensor:
-        """What ``head`` classifies (before dropout): pooled pre-logits (N, num_features, 1, 1), or in
-        hybrid mode the fused MobileNet and HOG embeddings (N, num_features)."""
+        """What ``head`` classifies (before dropout), (N, num_features): the pre-logits of the pooled
+        features, or in hybrid mode the fused MobileNet and HOG embeddings."""
         if not self.hybrid:
-            return self.pre_logits(self.pool(self.features(x)))
-        mobilenet = self.embedding(self.pre_logits(self.pool(self.features(self.sobel(x))))).flatten(1)
+            return self.pre_logits(self.pool(self.features(x)).flatten(1))
+        mobilenet = self.embedding(self.pre_logits(self.pool(self.features(self.sobel(x))).flatten(1)))
         return torch.cat([mobilenet, self.hog_branch(self.hog(x))], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.forward_embedding(x))).flatten(1)
+        return self.head(self.dropout(self.forward_embedding(x)))
 
 
 @register_model("mobilenetv3_small")
