@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from cnnlab.nn.activations import ActivationFactory
+from cnnlab.nn.depthwise import DepthwiseConv2d
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -17,7 +18,8 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 
 class ConvBlock(nn.Sequential):
-    """Conv (no bias) + BatchNorm + optional activation, with 'same' padding for odd kernels."""
+    """Conv (no bias) + BatchNorm + optional activation, with 'same' padding for odd kernels; a depthwise
+    conv (``groups`` = channels) is a :class:`DepthwiseConv2d`."""
 
     def __init__(
         self,
@@ -28,10 +30,14 @@ class ConvBlock(nn.Sequential):
         groups: int = 1,
         activation: ActivationFactory | None = None,
     ) -> None:
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_chans, out_chans, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(out_chans),
-        ]
+        padding = (kernel_size - 1) // 2
+        depthwise = groups > 1 and groups == in_chans == out_chans
+        conv = (
+            DepthwiseConv2d(in_chans, kernel_size, stride, padding)
+            if depthwise
+            else nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, groups=groups, bias=False)
+        )
+        layers: list[nn.Module] = [conv, nn.BatchNorm2d(out_chans)]
         if activation is not None:
             layers.append(activation())
         super().__init__(*layers)

@@ -1,0 +1,93 @@
+"""DepthwiseConv2d: the Gram weight gradient equals torch's, and is taken exactly where it is meant to be."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.models.mobilenetv3 import MobileNetV3
+from cnnlab.nn.blocks import ConvBlock
+from cnnlab.nn import depthwise
+from cnnlab.nn.depthwise import DepthwiseConv2d, depthwise_weight_grad
+
+
+@pytest.mark.parametrize("kernel, stride, size", [(5, 1, 2), (5, 2, 4), (5, 1, 7), (5, 2, 7), (3, 1, 4), (7, 2, 8), (5, 1, 16)])
+def test_weight_grad_matches_torch_in_float64(kernel: int, stride: int, size: int) -> None:
+    torch.manual_seed(0)
+    images = torch.randn(3, 6, size, size, dtype=torch.float64)
+    weight = torch.randn(6, 1, kernel, kernel, dtype=torch.float64)
+    out = F.conv2d(images, weight, None, stride, kernel // 2, 1, 6)
+    grad_output = torch.randn_like(out)
+    expected = torch.nn.grad.conv2d_weight(images, weight.shape, grad_output, stride, kernel // 2, groups=6)
+    assert torch.allclose(depthwise_weight_grad(images, grad_output, kernel, stride, kernel // 2), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+@pytest.mark.parametrize("stride, size", [(1, 2), (2, 4), (1, 8), (2, 5)])
+def test_layer_gradients_match_nn_conv2d(memory_format: torch.memory_format, stride: int, size: int) -> None:
+    torch.manual_seed(0)
+    layer = DepthwiseConv2d(32, 5, stride, padding=2, bias=True).to(memory_format=memory_format)
+    reference = nn.Conv2d(32, 32, 5, stride, 2, groups=32, bias=True).to(memory_format=memory_format)
+    reference.load_state_dict(layer.state_dict())
+    images = torch.randn(16, 32, size, size).contiguous(memory_format=memory_format)
+    assert layer.uses_gram_gradient(images)
+    grads = []
+    for module in (layer, reference):
+        x = images.clone().requires_grad_()
+        out = module(x)
+        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+        grads.append((out.detach(), x.grad, module.weight.grad, module.bias.grad))
+    for ours, theirs in zip(*grads):
+        assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_frozen_weight_gets_no_gradient_but_the_input_does() -> None:
+    layer = DepthwiseConv2d(8, 5, padding=2)
+    layer.weight.requires_grad_(False)
+    images = torch.randn(2, 8, 4, 4, requires_grad=True)
+    layer(images).sum().backward()
+    assert layer.weight.grad is None and images.grad is not None
+
+
+def test_gram_gradient_only_where_it_pays() -> None:
+    small_map = torch.randn(2, 16, 4, 4)
+    layer = DepthwiseConv2d(16, 5, padding=2)
+    assert layer.uses_gram_gradient(small_map)
+    assert not layer.uses_gram_gradient(torch.randn(2, 16, 16, 16))  # large maps: oneDNN is faster
+    assert not DepthwiseConv2d(16, 3, padding=1).uses_gram_gradient(small_map)  # oneDNN has a 3x3 kernel
+    assert not DepthwiseConv2d(16, 5, padding=2, gram_gradient=False).uses_gram_gradient(small_map)
+    with torch.no_grad():
+        assert not layer.uses_gram_gradient(small_map)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not layer.uses_gram_gradient(small_map)
+    assert not layer.uses_gram_gradient(small_map.double())
+
+
+def test_conv_block_builds_depthwise_layers_with_nn_conv2d_state_dict() -> None:
+    depthwise, grouped = ConvBlock(24, 24, 5, groups=24), ConvBlock(24, 48, 3, groups=2)
+    assert isinstance(depthwise[0], DepthwiseConv2d) and type(grouped[0]) is nn.Conv2d
+    assert depthwise[0].weight.shape == (24, 1, 5, 5)
+    plain = nn.Conv2d(24, 24, 5, 1, 2, groups=24, bias=False)
+    plain.load_state_dict(depthwise[0].state_dict())  # checkpoints stay interchangeable
+
+
+def test_mobilenetv3_small_trains_to_the_same_gradients_either_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = MobileNetV3(num_classes=5, mode="small").to(memory_format=torch.channels_last)
+    images = torch.rand(8, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    labels = torch.arange(8) % 5
+    calls = []
+    monkeypatch.setattr(depthwise, "depthwise_weight_grad", lambda *args: calls.append(args) or depthwise_weight_grad(*args))
+    grads, gram_calls = {}, {}
+    for gram in (True, False):
+        for layer in model.modules():
+            if isinstance(layer, DepthwiseConv2d):
+                layer.gram_gradient = gram
+        calls.clear()
+        model.zero_grad()
+        F.cross_entropy(model(images), labels).backward()
+        grads[gram], gram_calls[gram] = [p.grad.clone() for p in model.parameters()], len(calls)
+    # 5x5 layers on maps up to 8x8: the 4 stages at 4x4 and 2x2, and the stride-2 one from 8x8
+    assert gram_calls == {True: 8, False: 0}
+    for ours, theirs in zip(grads[True], grads[False]):
+        assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-3)
