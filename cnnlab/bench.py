@@ -2,7 +2,8 @@
 (``cnnlab``) and of the usual ImageFolder + PIL + DataLoader-workers recipe (``conventional``), on a
 generated image folder in EuroSAT's layout, so that it runs offline. ``floor`` and ``cnnlab`` run in this
 process with cnnlab's settings (``tune_malloc`` and the huge pages the command restarts for included);
-``conventional`` in a second process with glibc's default allocator, as the recipe runs anywhere else.
+``conventional`` in a second process with glibc's default allocator, torch's default (unfused) optimizer and
+torch's own depthwise-convolution gradient, as the recipe runs anywhere else.
 
 Modes run in interleaved rounds (floor, cnnlab, conventional, floor, ...) so that a change in the
 machine's load during the run hits every mode alike; each mode's figure is the median of its timed
@@ -39,6 +40,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig
 from torchvision.datasets import ImageFolder
 
+from cnnlab.nn.depthwise import DepthwiseConv2d
 from cnnlab.training.allocator import (HUGE_PAGES, children_without_huge_pages, keep_freed_memory, malloc_tuned,
                                       relaunch_with_huge_pages)
 from cnnlab.training.precision import autocast, cpu_supports_bf16, run_precision, uses_cuda
@@ -247,7 +249,8 @@ def conventional_transform(augment: DictConfig | dict) -> Callable:
 
 def measure_conventional(cfg: DictConfig, datamodule: Any, device: torch.device, epochs: int, workers: int) -> dict:
     """ImageFolder + PIL transforms + ``DataLoader(num_workers=workers)`` + a plain fp32, contiguous loop with
-    torch's default (unfused) optimizer, over as many images per epoch as cnnlab's train split."""
+    torch's default (unfused) optimizer and convolution gradients, over as many images per epoch as cnnlab's
+    train split."""
     from hydra.utils import instantiate
     from torch.utils.data import DataLoader, Subset
 
@@ -262,6 +265,9 @@ def measure_conventional(cfg: DictConfig, datamodule: Any, device: torch.device,
         persistent_workers=workers > 0, pin_memory=device.type == "cuda",
     )
     net = build_module(cfg, datamodule).net.to(device, memory_format=torch.contiguous_format).train()
+    for module in net.modules():  # torch's own depthwise gradient, as a plain nn.Conv2d trains
+        if isinstance(module, DepthwiseConv2d):
+            module.gram_gradient = False
     # the config's optimizer and hyperparameters in torch's default implementation, as a plain loop builds it
     optimizer = instantiate({k: v for k, v in cfg.optim.items() if k != "fused"})(params=net.parameters())
     seconds = []
