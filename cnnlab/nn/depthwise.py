@@ -95,14 +95,14 @@ class DepthwiseConv2d(nn.Conv2d):
     def uses_gram_gradient(self, images: torch.Tensor) -> bool:
         """Whether a training step on ``images`` takes the Gram weight gradient."""
         return (
-            self.gram_gradient
+            not torch.compiler.is_compiling()  # torch.compile generates its own kernels
+            and self.gram_gradient
             and images.device.type == "cpu"
             and images.dtype == torch.float32
             and self.weight.dtype == torch.float32
             and torch.is_grad_enabled()
             and self.weight.requires_grad
             and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling()
             and self.kernel_size[0] >= GRAM_MIN_KERNEL
             and images.shape[-2] * images.shape[-1] <= GRAM_MAX_INPUT_PIXELS
         )
