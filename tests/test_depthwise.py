@@ -1,13 +1,17 @@
 """DepthwiseConv2d: the Gram weight gradient equals torch's, and is taken exactly where it is meant to be."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.models.mobilenetv3 import MobileNetV3
-from cnnlab.nn.blocks import ConvBlock
 from cnnlab.nn import depthwise
+from cnnlab.nn.blocks import ConvBlock
 from cnnlab.nn.depthwise import DepthwiseConv2d, depthwise_weight_grad
 
 
@@ -91,3 +95,15 @@ def test_mobilenetv3_small_trains_to_the_same_gradients_either_way(monkeypatch: 
     assert gram_calls == {True: 8, False: 0}
     for ours, theirs in zip(grads[True], grads[False]):
         assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-3)
+
+
+def test_benchmark_script_prints_every_mobilenetv3_layer_and_marks_the_gram_ones() -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "depthwise_grad.py"
+    run = subprocess.run([sys.executable, str(script), "--batch-size", "2"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split("|")[1:-1] for line in run.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 2 * 21  # 21 distinct depthwise layers of MobileNetV3 small and large, two memory formats
+    marked = {(int(r[0]), r[1].strip(), int(r[2])) for r in rows if r[-1].strip() == "yes"}
+    assert (960, "2x2", 5) in marked and (576, "2x2", 5) in marked
+    assert all(kernel == 5 for _, _, kernel in marked)
+    assert all(float(r[5]) > 0 and float(r[6]) > 0 for r in rows)  # both timings measured
