@@ -29,9 +29,12 @@ def _tap_index(
 ) -> torch.Tensor:
     """For each (output position, input position) pair, the kernel tap linking them, or ``kernel**2``
     (a discarded slot) when none does; flattened in the Gram matrix's order."""
+    def offsets(in_len: int, out_len: int) -> torch.Tensor:  # (out_len, in_len): tap offset along one axis
+        return torch.arange(in_len, device=device) - stride * torch.arange(out_len, device=device)[:, None] + padding
+
     (height, width), (out_h, out_w) = in_size, out_size
-    rows = torch.arange(height, device=device).view(1, 1, -1, 1) - stride * torch.arange(out_h, device=device).view(-1, 1, 1, 1) + padding
-    cols = torch.arange(width, device=device).view(1, 1, 1, -1) - stride * torch.arange(out_w, device=device).view(1, -1, 1, 1) + padding
+    rows = offsets(height, out_h).view(out_h, 1, height, 1)  # dims: output row, output col, input row, input col
+    cols = offsets(width, out_w).view(1, out_w, 1, width)
     inside = (rows >= 0) & (rows < kernel) & (cols >= 0) & (cols < kernel)
     return torch.where(inside, rows * kernel + cols, kernel * kernel).reshape(-1)
 
