@@ -65,6 +65,10 @@ def test_gram_gradient_only_where_it_pays() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not layer.uses_gram_gradient(small_map)
     assert not layer.uses_gram_gradient(small_map.double())
+    single = small_map[0].requires_grad_()
+    assert not layer.uses_gram_gradient(single)
+    layer(single).sum().backward()  # an unbatched image trains through nn.Conv2d
+    assert single.grad.shape == single.shape
 
 
 def test_conv_block_builds_depthwise_layers_with_nn_conv2d_state_dict() -> None:

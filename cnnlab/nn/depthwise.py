@@ -101,6 +101,7 @@ class DepthwiseConv2d(nn.Conv2d):
             not torch.compiler.is_compiling()  # torch.compile generates its own kernels
             and self.gram_gradient
             and images.device.type == "cpu"
+            and images.dim() == 4  # batched: nn.Conv2d also takes a single (C, H, W) image
             and images.dtype == torch.float32
             and self.weight.dtype == torch.float32
             and torch.is_grad_enabled()
