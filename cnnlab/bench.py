@@ -43,6 +43,7 @@ from torchvision.datasets import ImageFolder
 from cnnlab.nn.depthwise import DepthwiseConv2d
 from cnnlab.training.allocator import (HUGE_PAGES, children_without_huge_pages, keep_freed_memory, malloc_tuned,
                                       relaunch_with_huge_pages)
+from cnnlab.training.cuda_check import NVML_CHECK_VARIABLE, skip_unloadable_nvml_check
 from cnnlab.training.precision import autocast, cpu_supports_bf16, run_precision, uses_cuda
 
 MODES = ("floor", "cnnlab", "conventional")
@@ -282,8 +283,11 @@ def measure_conventional(cfg: DictConfig, datamodule: Any, device: torch.device,
 
 
 def conventional_with_peak_memory(cfg: DictConfig, device: torch.device, epochs: int, workers: int) -> dict:
-    """:func:`measure_conventional` in a process of its own (see :func:`bench_model`), peak memory included."""
+    """:func:`measure_conventional` in a process of its own (see :func:`bench_model`), peak memory included,
+    without the NVML-based CUDA check that importing Lightning asks for (a plain PyTorch loop has none)."""
     from cnnlab.train import build_datamodule
+
+    os.environ.pop(NVML_CHECK_VARIABLE, None)
 
     datamodule = build_datamodule(cfg)
     datamodule.setup()
@@ -446,6 +450,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {"machine": machine(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     results["runs"] = []
     children_without_huge_pages()  # conventional runs with glibc's defaults, as the recipe runs elsewhere
+    skip_unloadable_nvml_check()  # as cnnlab's training does, for floor and cnnlab alike
     spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as workdir, ProcessPoolExecutor(max_workers=1, mp_context=spawn) as conventional_process:
         for spec in args.model:

@@ -31,6 +31,7 @@ from cnnlab.models.complexity import count_macs
 from cnnlab.training.module import ImageClassifier
 from cnnlab.training.precision import run_precision
 from cnnlab.training.checkpoints import check_compatible, load_checkpoint, resolve_checkpoint
+from cnnlab.training.cuda_check import skip_unloadable_nvml_check
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         validate(cfg)
         if cfg.get("tune_malloc"):
             keep_freed_memory()
+        skip_unloadable_nvml_check()
         ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)
         L.seed_everything(cfg.seed, workers=True)
         datamodule = build_datamodule(cfg)
