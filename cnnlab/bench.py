@@ -3,15 +3,18 @@
 generated image folder in EuroSAT's layout, so that it runs offline. ``floor`` and ``cnnlab`` run in this
 process with cnnlab's settings (``tune_malloc`` and the huge pages the command restarts for included);
 ``conventional`` in a second process with glibc's default allocator, torch's default (unfused) optimizer and
-torch's own depthwise-convolution gradient, as the recipe runs anywhere else.
+torch's own depthwise-convolution gradient, as the recipe runs anywhere else. On request, ``feed`` runs the
+floor's plain loop on cnnlab's own batches (cache, float conversion, augmentation) without Lightning, which
+splits cnnlab's cost against the floor into the data path's and Lightning's.
 
 Modes run in interleaved rounds (floor, cnnlab, conventional, floor, ...) so that a change in the
 machine's load during the run hits every mode alike; each mode's figure is the median of its timed
 windows (floor: as many steps as an epoch, by default) or full epochs after the first (cnnlab,
-conventional) over all rounds.
+conventional, feed) over all rounds.
 
     cnnlab-bench --model mobilenetv3_small --model "mobilenetv3_small model.hybrid=true" --rounds 2
     cnnlab-bench --model cnn_baseline_s4 --model resnet18_s2 --img-size 32 data/augment=cifar_s4
+    cnnlab-bench --model cnn_baseline_s2 --img-size 32 --images 12800 --modes floor,feed,cnnlab --rounds 5
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ from cnnlab.training.allocator import (HUGE_PAGES, children_without_huge_pages, 
 from cnnlab.training.cuda_check import NVML_CHECK_VARIABLE, skip_unloadable_nvml_check
 from cnnlab.training.precision import autocast, cpu_supports_bf16, run_precision, uses_cuda
 
-MODES = ("floor", "cnnlab", "conventional")
+# feed (the floor's loop on cnnlab's batches) splits cnnlab's cost into data path and Lightning; run on request
+MODES = ("floor", "cnnlab", "conventional", "feed")
+DEFAULT_MODES = MODES[:3]
 EUROSAT_CLASSES = (
     "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
     "Pasture", "PermanentCrop", "Residential", "River", "SeaLake",
@@ -154,13 +159,23 @@ def train_step(net: Callable, optimizer: torch.optim.Optimizer, images: torch.Te
     optimizer.step()
 
 
-def measure_floor(cfg: DictConfig, datamodule: Any, device: torch.device, windows: int, window_steps: int, warmup: int) -> dict:
-    """The model alone on batches already in memory, in cnnlab's precision and memory format."""
+def module_and_optimizer(cfg: DictConfig, datamodule: Any, device: torch.device) -> tuple[LightningModule, torch.optim.Optimizer]:
+    """cnnlab's module for ``cfg`` on ``device``, in training mode, and the optimizer it configures."""
     from cnnlab.train import build_module
 
     module = build_module(cfg, datamodule).to(device).train()
     optimizer = module.configure_optimizers()
-    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    return module, optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+
+
+def after_warmup(samples: list[float]) -> list[float]:
+    """All but the first epoch's figure, which pays warm-up costs (the first if it is alone)."""
+    return samples[1:] or samples
+
+
+def measure_floor(cfg: DictConfig, datamodule: Any, device: torch.device, windows: int, window_steps: int, warmup: int) -> dict:
+    """The model alone on batches already in memory, in cnnlab's precision and memory format."""
+    module, optimizer = module_and_optimizer(cfg, datamodule, device)
     batch_size, size = cfg.data.batch_size, datamodule.img_size
     memory_format = torch.channels_last if module.channels_last else torch.contiguous_format
     batches = [
@@ -180,6 +195,26 @@ def measure_floor(cfg: DictConfig, datamodule: Any, device: torch.device, window
         _sync(device)
         rates.append(batch_size * window_steps / (time.perf_counter() - start))
     return {"samples": rates}
+
+
+def measure_feed(cfg: DictConfig, datamodule: Any, device: torch.device, epochs: int) -> dict:
+    """The floor's plain loop over full epochs of cnnlab's own batches (the uint8 cache, the datamodule's
+    float conversion and augmentation, channels-last in the module), without Lightning: against ``floor``
+    it prices cnnlab's data path, against ``cnnlab`` Lightning's loop. On a GPU each batch is also copied to
+    the device, which a run avoids."""
+    module, optimizer = module_and_optimizer(cfg, datamodule, device)
+    precision = str(cfg.trainer.precision)
+    loader = datamodule.train_dataloader()
+    seconds = []
+    for _ in range(epochs):
+        _sync(device)
+        start = time.perf_counter()
+        for images, labels in loader:
+            batch = datamodule.model_inputs((images.to(device), labels.to(device)), augment=True)
+            train_step(module, optimizer, *batch, precision)
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+    return {"samples": [len(datamodule.splits["train"]) / s for s in after_warmup(seconds)]}
 
 
 class ValidationTimer(Callback):
@@ -214,7 +249,6 @@ def measure_cnnlab(cfg: DictConfig, datamodule: Any, epochs: int) -> dict:
         enable_progress_bar=False, enable_model_summary=False,
     )
     trainer.fit(module, datamodule=datamodule)
-    after_warmup = lambda seconds: seconds[1:] or seconds  # noqa: E731
     val_seconds = statistics.median(after_warmup(val_timer.seconds))
     return {
         "samples": [len(datamodule.splits["train"]) / s for s in after_warmup(train_timer.train_seconds)],
@@ -366,6 +400,7 @@ def bench_model(model_spec: str, args: argparse.Namespace, data_root: Path, work
         "floor": lambda: with_peak_memory(device, lambda: measure_floor(cfg, datamodule, device, args.windows, window_steps, args.warmup)),
         "cnnlab": lambda: with_peak_memory(device, lambda: measure_cnnlab(cfg, datamodule, args.epochs)),
         "conventional": lambda: conventional_process.submit(conventional_with_peak_memory, cfg, device, args.epochs, args.workers).result(),
+        "feed": lambda: with_peak_memory(device, lambda: measure_feed(cfg, datamodule, device, args.epochs)),
     }
     modes: dict[str, dict] = {mode: {"samples": [], "peak_mem_mb": 0.0} for mode in args.modes}
     for _ in range(args.rounds):
@@ -378,6 +413,7 @@ def bench_model(model_spec: str, args: argparse.Namespace, data_root: Path, work
     for entry in modes.values():
         entry["img_per_s"] = round(statistics.median(entry["samples"]), 1)
     rate = {mode: entry["img_per_s"] for mode, entry in modes.items()}
+    ratio = lambda mode, base: round(rate[mode] / rate[base], 3) if {mode, base} <= rate.keys() else None  # noqa: E731
     return {
         "model": model_spec,
         "img_size": args.img_size,
@@ -390,8 +426,10 @@ def bench_model(model_spec: str, args: argparse.Namespace, data_root: Path, work
         "train_images": len(datamodule.splits["train"]),
         "floor_window_steps": window_steps,
         "modes": modes,
-        "cnnlab_vs_floor": round(rate["cnnlab"] / rate["floor"], 3) if {"cnnlab", "floor"} <= rate.keys() else None,
-        "cnnlab_vs_conventional": round(rate["cnnlab"] / rate["conventional"], 3) if {"cnnlab", "conventional"} <= rate.keys() else None,
+        "cnnlab_vs_floor": ratio("cnnlab", "floor"),
+        "cnnlab_vs_conventional": ratio("cnnlab", "conventional"),
+        "feed_vs_floor": ratio("feed", "floor"),
+        "cnnlab_vs_feed": ratio("cnnlab", "feed"),
     }
 
 
@@ -419,11 +457,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="cnnlab-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="cnnlab config overrides for every model, e.g. trainer.precision=bf16-mixed")
     parser.add_argument("--model", action="append", help='model config name plus its own overrides, e.g. "mobilenetv3_small model.hybrid=true" (repeatable)')
-    parser.add_argument("--modes", default=",".join(MODES), type=lambda s: s.split(","), help="comma-separated subset of floor,cnnlab,conventional")
+    parser.add_argument("--modes", default=",".join(DEFAULT_MODES), type=lambda s: s.split(","),
+                        help=f"comma-separated, from {','.join(MODES)} (default: {','.join(DEFAULT_MODES)}); feed is the "
+                             "floor's plain loop on cnnlab's batches, without Lightning")
     parser.add_argument("--img-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--images", type=int, default=3000, help="images in the generated folder (60%% form the train split)")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per round for cnnlab and conventional; the first is warm-up")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per round for cnnlab, conventional and feed; the first is warm-up")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per round for floor")
     parser.add_argument("--window-steps", type=int, default=None,
                         help="training steps per floor window; default: as many as a cnnlab epoch takes, so that on a "

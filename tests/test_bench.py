@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.bench import EUROSAT_CLASSES, MODES, conventional_transform, main, make_eurosat_folder
+from cnnlab.bench import DEFAULT_MODES, EUROSAT_CLASSES, conventional_transform, main, make_eurosat_folder
 from cnnlab.data.eurosat import EuroSATDataModule
 from cnnlab.training.precision import cpu_supports_bf16
 
@@ -32,13 +32,13 @@ def test_every_mode_runs_and_the_json_has_the_fields(tmp_path, capsys):
     assert run["precision"] == ("bf16-mixed" if cpu_supports_bf16() else "32-true")  # what trainer.precision=auto picks
     assert run["train_images"] == 36 and run["augment"]["degrees"] == 45.0
     assert run["floor_window_steps"] == 1  # --window-steps
-    assert set(run["modes"]) == set(MODES)
+    assert set(run["modes"]) == set(DEFAULT_MODES) == {"floor", "cnnlab", "conventional"}
     for mode, entry in run["modes"].items():
         # 2 rounds: 2 floor windows each, 1 epoch after warm-up each
         assert len(entry["samples"]) == (4 if mode == "floor" else 2), mode
         assert entry["img_per_s"] > 0 and entry["peak_mem_mb"] > 0
     assert run["modes"]["cnnlab"]["eval_img_per_s"] > 0
-    assert run["cnnlab_vs_floor"] > 0 and run["cnnlab_vs_conventional"] > 0
+    assert run["cnnlab_vs_floor"] > 0 and run["cnnlab_vs_conventional"] > 0 and run["cnnlab_vs_feed"] is None
     table = capsys.readouterr().out
     assert table.count("| cnn_baseline_s4 model.dropout=0.1 |") == 3 and "/ conventional" in table
 
@@ -52,6 +52,22 @@ def test_startup_and_mode_subset(tmp_path):
     assert run["floor_window_steps"] == 5  # 36 training images in batches of 8
     assert results["startup"]["sec_to_first_step"] > 0 and len(results["startup"]["samples"]) == 1
 
+
+def test_feed_mode_trains_on_the_datamodules_batches(tmp_path, monkeypatch):
+    """feed: the floor's loop over full epochs of cnnlab's own (augmented) batches, without a Trainer."""
+    import lightning.pytorch as pl
+
+    from cnnlab.data.base import ImageDataModule
+
+    served = []
+    model_inputs = ImageDataModule.model_inputs
+    monkeypatch.setattr(ImageDataModule, "model_inputs", lambda self, batch, augment: served.append(augment) or model_inputs(self, batch, augment))
+    monkeypatch.setattr(pl.Trainer, "fit", lambda *args, **kwargs: pytest.fail("feed must not run a Trainer"))
+    results = run_bench(tmp_path, "--model", "cnn_baseline_s4", "--modes", "floor,feed")
+    (run,) = results["runs"]
+    assert len(run["modes"]["feed"]["samples"]) == 1  # 2 epochs, the first one warm-up
+    assert served == [True] * 10  # 36 training images in batches of 8, both epochs, augmented
+    assert run["feed_vs_floor"] > 0 and run["cnnlab_vs_feed"] is None
 
 def test_a_failing_model_keeps_the_others_figures(tmp_path, capsys):
     results = run_bench(tmp_path, "--model", "cnn_baseline_s4 model.no_such_key=1", "--model", "cnn_baseline_s4", "--modes", "floor")

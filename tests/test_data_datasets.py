@@ -123,6 +123,16 @@ def test_augmentation_only_on_train(tmp_path):
     assert torch.cdist(augmented, raw).min() > 0.1  # no training image reached the model unchanged
 
 
+def test_model_inputs_augments_only_when_asked_and_normalizes(tmp_path):
+    """What on_after_batch_transfer applies (and cnnlab-bench's feed mode calls directly)."""
+    root = write_eurosat(tmp_path / "data", per_class=5)
+    dm = datamodule(EuroSATDataModule, root, augment=BatchAugment(hflip=1.0), mean=[0.5] * 3, std=[0.25] * 3)
+    images, labels = next(iter(dm.train_dataloader()))
+    plain = (images.float() / 255 - 0.5) / 0.25
+    assert torch.allclose(dm.model_inputs((images, labels), augment=False)[0], plain)
+    flipped, same_labels = dm.model_inputs((images, labels), augment=True)
+    assert torch.allclose(flipped, plain.flip(3)) and torch.equal(same_labels, labels)
+
 def test_pil_path_gives_the_same_batches(tmp_path):
     root = write_image_folder(tmp_path / "images")
     (root / "blight" / "corrupt.jpg").unlink()  # the PIL path finds bad files per batch, so splits would differ

@@ -185,9 +185,14 @@ class ImageDataModule(LightningDataModule):
         return self.trainer.current_epoch if self.trainer is not None else 0
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        return self.model_inputs(batch, augment=self.trainer is not None and self.trainer.training)
+
+    def model_inputs(self, batch: tuple[torch.Tensor, torch.Tensor], augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """A served (uint8 images, labels) batch as the model takes it: float in [0, 1], augmented when
+        ``augment`` is true and the datamodule has an augmentation, then normalized."""
         images, labels = batch
         images = self.to_float(images)
-        if self.augment is not None and self.trainer is not None and self.trainer.training:
+        if augment and self.augment is not None:
             images = self.augment(images)
         return self.normalize(images), labels
 
