@@ -51,6 +51,30 @@ def test_gradients_are_freed_right_after_each_optimizer_step_and_accumulate_betw
     assert accumulating.present == [True, False, True, False]  # kept until the step of every second batch
 
 
+class GradientOfSecondStep(Callback):
+    """The weights and batch the second optimizer step starts from, and the gradient it applies."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if batch_idx == 1:
+            self.weights = {k: v.clone() for k, v in pl_module.state_dict().items()}
+            self.batch = batch
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if trainer.global_step == 1:
+            self.grads = {name: p.grad.clone() for name, p in pl_module.named_parameters()}
+
+
+def test_each_step_applies_the_gradient_of_its_own_batch_alone():
+    """Lightning's zero_grad before backward is skipped; nothing of the first step's gradient may remain."""
+    second = GradientOfSecondStep()
+    trainer(1, [second]).fit(classifier(), loader(8, 4))
+    fresh = classifier()
+    fresh.load_state_dict(second.weights)
+    images, labels = second.batch
+    F.cross_entropy(fresh(images), labels).backward()
+    for name, p in fresh.named_parameters():
+        assert torch.allclose(second.grads[name], p.grad, atol=1e-6), name
+
 def test_epoch_metrics_are_the_per_image_loss_and_accuracy_of_the_epoch():
     module, train, val = classifier(), loader(12, 5), loader(10, 4)  # uneven last batches
     run = trainer(1)
