@@ -200,8 +200,8 @@ def measure_floor(cfg: DictConfig, datamodule: Any, device: torch.device, window
 def measure_feed(cfg: DictConfig, datamodule: Any, device: torch.device, epochs: int) -> dict:
     """The floor's plain loop over full epochs of cnnlab's own batches (the uint8 cache, the datamodule's
     float conversion and augmentation, channels-last in the module), without Lightning: against ``floor``
-    it prices cnnlab's data path, against ``cnnlab`` Lightning's loop. On a GPU each batch is also copied to
-    the device, which a run avoids."""
+    it prices cnnlab's data path, against ``cnnlab`` Lightning's loop. On a GPU, batches are copied to the
+    device while the cache is still on the host (a run moves it there once)."""
     module, optimizer = module_and_optimizer(cfg, datamodule, device)
     precision = str(cfg.trainer.precision)
     loader = datamodule.train_dataloader()
