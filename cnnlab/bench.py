@@ -34,7 +34,7 @@ import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -173,6 +173,20 @@ def after_warmup(samples: list[float]) -> list[float]:
     return samples[1:] or samples
 
 
+def time_epochs(loader: Iterable, epochs: int, device: torch.device, step: Callable[[torch.Tensor, torch.Tensor], None]) -> list[float]:
+    """Wall seconds of each of ``epochs`` passes of ``step(images, labels)`` over ``loader``, the device
+    synchronized around each."""
+    seconds = []
+    for _ in range(epochs):
+        _sync(device)
+        start = time.perf_counter()
+        for images, labels in loader:
+            step(images, labels)
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def measure_floor(cfg: DictConfig, datamodule: Any, device: torch.device, windows: int, window_steps: int, warmup: int) -> dict:
     """The model alone on batches already in memory, in cnnlab's precision and memory format."""
     module, optimizer = module_and_optimizer(cfg, datamodule, device)
@@ -204,16 +218,11 @@ def measure_feed(cfg: DictConfig, datamodule: Any, device: torch.device, epochs:
     device while the cache is still on the host (a run moves it there once)."""
     module, optimizer = module_and_optimizer(cfg, datamodule, device)
     precision = str(cfg.trainer.precision)
-    loader = datamodule.train_dataloader()
-    seconds = []
-    for _ in range(epochs):
-        _sync(device)
-        start = time.perf_counter()
-        for images, labels in loader:
-            batch = datamodule.model_inputs((images.to(device), labels.to(device)), augment=True)
-            train_step(module, optimizer, *batch, precision)
-        _sync(device)
-        seconds.append(time.perf_counter() - start)
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
+        train_step(module, optimizer, *datamodule.model_inputs((images.to(device), labels.to(device)), augment=True), precision)
+
+    seconds = time_epochs(datamodule.train_dataloader(), epochs, device, step)
     return {"samples": [len(datamodule.splits["train"]) / s for s in after_warmup(seconds)]}
 
 
@@ -305,15 +314,11 @@ def measure_conventional(cfg: DictConfig, datamodule: Any, device: torch.device,
             module.gram_gradient = False
     # the config's optimizer and hyperparameters in torch's default implementation, as a plain loop builds it
     optimizer = instantiate({k: v for k, v in cfg.optim.items() if k != "fused"})(params=net.parameters())
-    seconds = []
-    for _ in range(epochs):
-        _sync(device)
-        start = time.perf_counter()
-        for images, labels in loader:
-            train_step(net, optimizer, images.to(device, non_blocking=True), labels.to(device, non_blocking=True), "32-true")
-        _sync(device)
-        seconds.append(time.perf_counter() - start)
-    return {"samples": [num_train / s for s in seconds[1:] or seconds]}
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
+        train_step(net, optimizer, images.to(device, non_blocking=True), labels.to(device, non_blocking=True), "32-true")
+
+    return {"samples": [num_train / s for s in after_warmup(time_epochs(loader, epochs, device, step))]}
 
 
 def conventional_with_peak_memory(cfg: DictConfig, device: torch.device, epochs: int, workers: int) -> dict:
