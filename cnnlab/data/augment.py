@@ -86,8 +86,8 @@ class BatchAugment(nn.Module):
         n, _, height, width = images.shape
         xs, ys = self._pixel_centres(height, width, images.device, images.dtype)
         # the grid F.affine_grid(align_corners=False) makes, as x and y planes (n, 2, H, W) that are a
-        # column term plus a row term: one broadcast add, 20-35x faster on CPU than affine_grid's or a
-        # broadcast matmul's (H*W, 3) x (3, 2) products, which cost more than grid_sample itself
+        # column term plus a row term: one broadcast add. On a 2-core AMD EPYC that is 20-35x faster than
+        # affine_grid's or a matmul's (H*W, 3) x (3, 2) products, which cost more than grid_sample there
         columns = matrices[:, :, 0, None, None] * xs.view(1, 1, 1, width)
         rows = torch.addcmul(matrices[:, :, 2, None, None], matrices[:, :, 1, None, None], ys.view(1, 1, height, 1))
         grid = (columns + rows).permute(0, 2, 3, 1)
