@@ -69,6 +69,7 @@ def test_feed_mode_trains_on_the_datamodules_batches(tmp_path, monkeypatch):
     assert served == [True] * 10  # 36 training images in batches of 8, both epochs, augmented
     assert run["feed_vs_floor"] > 0 and run["cnnlab_vs_feed"] is None
 
+
 def test_a_failing_model_keeps_the_others_figures(tmp_path, capsys):
     results = run_bench(tmp_path, "--model", "cnn_baseline_s4 model.no_such_key=1", "--model", "cnn_baseline_s4", "--modes", "floor")
     failed, measured = results["runs"]

@@ -133,6 +133,7 @@ def test_model_inputs_augments_only_when_asked_and_normalizes(tmp_path):
     flipped, same_labels = dm.model_inputs((images, labels), augment=True)
     assert torch.allclose(flipped, plain.flip(3)) and torch.equal(same_labels, labels)
 
+
 def test_pil_path_gives_the_same_batches(tmp_path):
     root = write_image_folder(tmp_path / "images")
     (root / "blight" / "corrupt.jpg").unlink()  # the PIL path finds bad files per batch, so splits would differ
