@@ -12,7 +12,7 @@ machine's load during the run hits every mode alike; each mode's figure is the m
 windows (floor: as many steps as an epoch, by default) or full epochs after the first (cnnlab,
 conventional, feed) over all rounds.
 
-    cnnlab-bench --model mobilenetv3_small --model "mobilenetv3_small model.hybrid=true" --rounds 2
+    cnnlab-bench --model mobilenetv3_small --model "mobilenetv3_small model.net.hybrid=true" --rounds 2
     cnnlab-bench --model cnn_baseline_s4 --model resnet18_s2 --img-size 32 data/augment=cifar_s4
     cnnlab-bench --model cnn_baseline_s2 --img-size 32 --images 12800 --modes floor,feed,cnnlab --rounds 5
 """
@@ -461,7 +461,7 @@ def table(runs: list[dict]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="cnnlab-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="cnnlab config overrides for every model, e.g. trainer.precision=bf16-mixed")
-    parser.add_argument("--model", action="append", help='model config name plus its own overrides, e.g. "mobilenetv3_small model.hybrid=true" (repeatable)')
+    parser.add_argument("--model", action="append", help='model config name plus its own overrides, e.g. "mobilenetv3_small model.net.hybrid=true" (repeatable)')
     parser.add_argument("--modes", default=",".join(DEFAULT_MODES), type=lambda s: s.split(","),
                         help=f"comma-separated, from {','.join(MODES)} (default: {','.join(DEFAULT_MODES)}); feed is the "
                              "floor's plain loop on cnnlab's batches, without Lightning")

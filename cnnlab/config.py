@@ -19,7 +19,7 @@ from cnnlab.training.module import RUNTIME_KEYS, build_network
 from cnnlab.training.precision import valid_precisions
 
 # groups whose keys are constructor arguments of their `_target_`
-TARGET_GROUPS = ("model", "activation", "data", "optim", "scheduler", "freeze")
+TARGET_GROUPS = ("model.net", "activation", "data", "optim", "scheduler", "freeze")
 # key -> (predicate, description of the allowed range)
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optim.lr": (lambda v: v > 0, "a learning rate > 0, e.g. 1e-3"),
@@ -33,8 +33,9 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first problem found in ``cfg``."""
+    _check_model_keys(cfg.model)
     for group in TARGET_GROUPS:
-        node = cfg.get(group)
+        node = OmegaConf.select(cfg, group)
         if node is not None and node.get("_target_"):
             _check_arguments(group, node)
     for key, (allowed, description) in RANGES.items():
@@ -77,7 +78,7 @@ def _check_arguments(group: str, node: DictConfig) -> None:
         return
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
     for key, value in node.items():
-        if key.startswith("_") or (group == "model" and key in RUNTIME_KEYS):
+        if key.startswith("_"):
             continue
         if key not in signature.parameters:
             if not takes_any:
@@ -91,6 +92,16 @@ def _check_arguments(group: str, node: DictConfig) -> None:
         if expected is not None and not _matches(value, expected):
             problem = "is invalid" if typing.get_origin(expected) is typing.Literal else "has the wrong type"
             raise ConfigError(f"{group}.{key}={value!r} {problem}: expected {_type_name(expected)}")
+
+
+def _check_model_keys(model: DictConfig) -> None:
+    """A model config holds ``net`` and the runtime switches; anything else is a builder argument out of place."""
+    for key in model:
+        if key != "net" and key not in RUNTIME_KEYS:
+            raise ConfigError(
+                f"model.{key} is not a model option: the network's own arguments go under model.net "
+                f"(model.net.{key}=...); model.* holds net, {', '.join(RUNTIME_KEYS)}"
+            )
 
 
 def _signature(target: Any) -> tuple[inspect.Signature | None, dict[str, Any]]:
@@ -146,18 +157,18 @@ def _type_name(expected: Any) -> str:
 def _check_network(cfg: DictConfig) -> None:
     """Build the network once (without pretrained weights) and run it on zeros: catches images too
     small for the model and freeze counts beyond its layers."""
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    model.update({key: None if key == "weights_path" else False for key in ("pretrained", "weights_path") if key in model})
+    net_cfg = OmegaConf.to_container(cfg.model.net, resolve=True)
+    net_cfg.update({key: None if key == "weights_path" else False for key in ("pretrained", "weights_path") if key in net_cfg})
     activation = OmegaConf.to_container(cfg.activation, resolve=True) if cfg.get("activation") else None
     img_size = cfg.data.img_size
     try:
-        net = build_network(model, activation, num_classes=2, in_chans=3, img_size=img_size)
+        net = build_network(net_cfg, activation, num_classes=2, in_chans=3, img_size=img_size)
         with torch.no_grad():
             net.eval()(torch.zeros(1, 3, img_size, img_size))
     except (RuntimeError, ValueError, InstantiationException) as error:
         reason = str(error.__cause__ or error).splitlines()[0]
         raise ConfigError(
-            f"data.img_size={img_size} is too small for model={cfg.model._target_} ({reason}); "
+            f"data.img_size={img_size} is too small for model={cfg.model.net._target_} ({reason}); "
             "use a larger data.img_size"
         ) from None
     freeze = cfg.get("freeze")

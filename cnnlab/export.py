@@ -67,9 +67,9 @@ def example_inputs(module: ImageClassifier, batch_size: int, seed: int = 0) -> t
 
 
 def _describe(module: ImageClassifier) -> str:
-    model = module.hparams.model
-    options = {k: v for k, v in model.items() if k not in ("_target_", "channels_last", "compile")}
-    return f"{model['_target_']}({', '.join(f'{k}={v}' for k, v in options.items())})"
+    net = module.hparams.model["net"]
+    options = {k: v for k, v in net.items() if k != "_target_"}
+    return f"{net['_target_']}({', '.join(f'{k}={v}' for k, v in options.items())})"
 
 
 def _constant(g, value: float, dtype: torch.dtype):

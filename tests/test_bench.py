@@ -24,10 +24,10 @@ def run_bench(tmp_path: Path, *args: str, settings: list[str] = TINY) -> dict:
 
 
 def test_every_mode_runs_and_the_json_has_the_fields(tmp_path, capsys):
-    results = run_bench(tmp_path, "--model", "cnn_baseline_s4 model.dropout=0.1", "--rounds", "2")
+    results = run_bench(tmp_path, "--model", "cnn_baseline_s4 model.net.dropout=0.1", "--rounds", "2")
     assert {"cpu", "cores", "bf16_supported", "load_average_start", "load_average_end"} <= results["machine"].keys()
     (run,) = results["runs"]
-    assert run["model"] == "cnn_baseline_s4 model.dropout=0.1" and run["channels_last"]
+    assert run["model"] == "cnn_baseline_s4 model.net.dropout=0.1" and run["channels_last"]
     assert run["malloc_tuned"] is (platform.libc_ver()[0] == "glibc")  # tune_malloc is on by default
     assert run["precision"] == ("bf16-mixed" if cpu_supports_bf16() else "32-true")  # what trainer.precision=auto picks
     assert run["train_images"] == 36 and run["augment"]["degrees"] == 45.0
@@ -40,7 +40,7 @@ def test_every_mode_runs_and_the_json_has_the_fields(tmp_path, capsys):
     assert run["modes"]["cnnlab"]["eval_img_per_s"] > 0
     assert run["cnnlab_vs_floor"] > 0 and run["cnnlab_vs_conventional"] > 0 and run["cnnlab_vs_feed"] is None
     table = capsys.readouterr().out
-    assert table.count("| cnn_baseline_s4 model.dropout=0.1 |") == 3 and "/ conventional" in table
+    assert table.count("| cnn_baseline_s4 model.net.dropout=0.1 |") == 3 and "/ conventional" in table
 
 
 def test_startup_and_mode_subset(tmp_path):

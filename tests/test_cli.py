@@ -32,7 +32,7 @@ def test_tiny_run_writes_every_output(cnnlab):
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"epoch", "train/loss", "train/acc", "val/loss", "val/acc"} <= set(header)
     saved = yaml.safe_load((run / ".hydra/config.yaml").read_text())
-    assert saved["model"]["mode"] == "small" and saved["seed"] == 42
+    assert saved["model"]["net"]["mode"] == "small" and saved["seed"] == 42
 
 
 def test_checkpoint_reloads_without_arguments(cnnlab):

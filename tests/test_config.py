@@ -54,8 +54,8 @@ def test_option_composes(group: str, option: str):
     assert cfg.seed == 42
     assert "_target_" in cfg.trainer
     if group == "model":
-        if "pretrained" in cfg.model:
-            cfg = compose_with(f"{prefix}{group}={option}", "model.pretrained=false")
+        if "pretrained" in cfg.model.net:
+            cfg = compose_with(f"{prefix}{group}={option}", "model.net.pretrained=false")
         module = ImageClassifier(
             model=to_dict(cfg.model), activation=to_dict(cfg.get("activation")), optimizer=to_dict(cfg.optim),
             num_classes=10, in_chans=3, img_size=cfg.data.img_size,

@@ -35,7 +35,7 @@ def composed(*overrides: str):
 
 
 def is_pretrained(experiment: str) -> bool:
-    return "pretrained" in composed(f"experiment={experiment}").model
+    return "pretrained" in composed(f"experiment={experiment}").model.net
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +60,10 @@ RECIPES = {
 def test_experiment_keeps_the_study_recipe(experiment):
     model, data, lr, batch, epochs, freeze = RECIPES[experiment]
     cfg = composed(f"experiment={experiment}")
-    assert cfg.model._target_.endswith(model) and f".{data}." in cfg.data._target_
+    assert cfg.model.net._target_.endswith(model) and f".{data}." in cfg.data._target_
     assert (cfg.optim.lr, cfg.data.batch_size, cfg.trainer.max_epochs) == (lr, batch, epochs)
     assert (cfg.freeze._target_ or "").endswith(freeze or "")
-    if "pretrained" in cfg.model:  # pretrained backbones see ImageNet-normalized inputs
+    if "pretrained" in cfg.model.net:  # pretrained backbones see ImageNet-normalized inputs
         assert list(cfg.data.mean) == [0.485, 0.456, 0.406] and list(cfg.data.std) == [0.229, 0.224, 0.225]
 
 
@@ -78,7 +78,7 @@ def test_s3_grid_options_set_the_reported_pairs():
 def test_experiment_trains_and_tests(experiment, data_dir, tmp_path):
     """Composed with Hydra's compose API and run by ``train`` in this process (the CLI's path minus the
     process start-up, which the table commands below exercise)."""
-    extra = ["model.pretrained=false"] if is_pretrained(experiment) else []
+    extra = ["model.net.pretrained=false"] if is_pretrained(experiment) else []
     cfg = composed(f"experiment={experiment}", *SMOKE, *extra,
                    f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path}")
     results = train(cfg)
@@ -103,7 +103,7 @@ def test_readme_command_runs_its_jobs(row, data_dir, tmp_path, monkeypatch):
     assert len(pretrained) == 1, "a command mixes pretrained and from-scratch models"
     extra = [*SMOKE, "test=false", f"paths.data_dir={data_dir}"]
     # ++: the multirun's first composition applies no sweep value, so no pretrained model is chosen yet
-    extra += ["++model.pretrained=false"] if pretrained.pop() else []
+    extra += ["++model.net.pretrained=false"] if pretrained.pop() else []
     search = runs.endswith("trials")
     extra += ["hydra.sweeper.n_trials=2"] if search else []
     monkeypatch.chdir(tmp_path)

@@ -27,13 +27,14 @@ FAST = ["debug=fast", "callbacks.progress_bar=null"]
         (["freeze=top_k", "freeze.trainable=5000"], "freeze.trainable=5000 is out of range"),
         (["activation=hard_elu", "activation.alpha=abc"], "activation.alpha='abc' has the wrong type: expected float"),
         (["model=cnn_baseline_s4", "data.img_size=8"], "data.img_size=8 is too small for model="),
-        (["+model.depth=3"], "model.depth is not an option of"),
+        (["+model.net.depth=3"], "model.net.depth is not an option of"),
+        (["+model.depth=3"], "model.depth is not a model option: the network's own arguments go under model.net"),
         (["trainer.precision=bf32"], "trainer.precision='bf32' is invalid: expected one of auto, "),
         (["data.augment.padding_mode=mirror"], "data.augment.padding_mode='mirror' is invalid: expected one of zeros, border, reflection"),
         (["data.augment.degrees=abc"], "data.augment.degrees='abc' has the wrong type: expected float"),
         (["data.eval_batch_size=abc"], "data.eval_batch_size='abc' has the wrong type: expected int or null"),
     ],
-    ids=["lr", "batch_size", "fold", "freeze", "alpha_type", "img_size", "unknown_key", "precision", "augment_choice",
+    ids=["lr", "batch_size", "fold", "freeze", "alpha_type", "img_size", "unknown_key", "misplaced_key", "precision", "augment_choice",
          "augment_type", "datamodule_base_key"],
 )
 def test_config_mistake_stops_before_data_with_one_line(cnnlab, overrides, expected):

@@ -139,7 +139,7 @@ def test_hybrid_trains_both_branches():
 
 @pytest.mark.parametrize("config", MODEL_CONFIGS, ids=lambda p: p.stem)
 def test_yaml_builds_plain_by_default_and_hybrid_on_request(config):
-    cfg = OmegaConf.to_container(OmegaConf.load(config))
+    cfg = OmegaConf.to_container(OmegaConf.load(config).net)
     mode = cfg["mode"]
     plain = build_network(cfg, None, num_classes=10, in_chans=3, img_size=32)
     assert not plain.hybrid and n_params(plain) == s0_params(mode, 3, 10)

@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import cnnlab.conf
-from cnnlab.models import create_model
+from cnnlab.models.resnet import ResNet50
 from cnnlab.models.complexity import count_macs
-from cnnlab.training.module import RUNTIME_KEYS, build_network
+from cnnlab.training.module import build_network
 
 CONF_MODEL = Path(cnnlab.conf.__path__[0]) / "model"
 # model -> the nonlinearity `activation=` replaces (every one of them)
@@ -28,8 +28,8 @@ GELU = {"_target_": "cnnlab.nn.activations.GELU", "_partial_": True}
 
 def build(name: str, img_size: int = 32, num_classes: int = 10, activation: dict | None = None) -> nn.Module:
     """The network as the CLI builds it from conf/model/<name>.yaml."""
-    model_cfg = OmegaConf.to_container(OmegaConf.load(CONF_MODEL / f"{name}.yaml"))
-    return build_network(model_cfg, activation, num_classes, 3, img_size)
+    net_cfg = OmegaConf.to_container(OmegaConf.load(CONF_MODEL / f"{name}.yaml").net)
+    return build_network(net_cfg, activation, num_classes, 3, img_size)
 
 
 def count(net: nn.Module, kind: type[nn.Module]) -> int:
@@ -45,10 +45,10 @@ def keras_param_count(net: nn.Module) -> int:
     return num_params(net) + sum(b.numel() for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var")))
 
 
-def test_every_model_has_a_yaml_with_runtime_keys():
-    for name in SWAPPED:
-        cfg = OmegaConf.load(CONF_MODEL / f"{name}.yaml")
-        assert {"_target_", *RUNTIME_KEYS} <= set(cfg), name
+def test_every_model_yaml_names_its_builder_under_net():
+    for path in CONF_MODEL.glob("*.yaml"):
+        cfg = OmegaConf.load(path)
+        assert cfg.net._target_.startswith("cnnlab.models."), path.name
 
 
 @pytest.mark.parametrize("img_size", [32, 64, 100, 128])
@@ -109,17 +109,17 @@ def test_mobilenet_v1_matches_keras_trainable_count():
 
 def test_resnet50_is_the_standard_resnet50():
     with torch.device("meta"):
-        ours = create_model("resnet50", num_classes=1000, in_chans=3, img_size=224)
+        ours = ResNet50(num_classes=1000, in_chans=3, img_size=224)
         reference = torchvision.models.resnet50()
     assert num_params(ours) == num_params(reference) == 25_557_032
     assert count(ours, nn.Conv2d) == count(reference, nn.Conv2d) == 53
 
 
 def test_alexnet_dense_layers_follow_config():
-    model_cfg = OmegaConf.to_container(OmegaConf.load(CONF_MODEL / "alexnet_cifar.yaml"))
-    model_cfg.update(dense1=1024, dropout1=0.3, dense2=2048, dropout2=0.6)
+    net_cfg = OmegaConf.to_container(OmegaConf.load(CONF_MODEL / "alexnet_cifar.yaml").net)
+    net_cfg.update(dense1=1024, dropout1=0.3, dense2=2048, dropout2=0.6)
     with torch.device("meta"):
-        net = build_network(model_cfg, None, 10, 3, 32)
+        net = build_network(net_cfg, None, 10, 3, 32)
     linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(4 * 4 * 256, 1024), (1024, 2048), (2048, 10)]
     assert [m.p for m in net.modules() if isinstance(m, nn.Dropout)] == [0.3, 0.6]

@@ -148,9 +148,9 @@ def test_loading_refuses_pickled_objects_and_foreign_targets_without_trust(check
 
 FAMILIES = {
     "mobilenetv3_small": ["model=mobilenetv3_small"],
-    "mobilenetv3_hybrid": ["model=mobilenetv3_small", "model.hybrid=true"],
+    "mobilenetv3_hybrid": ["model=mobilenetv3_small", "model.net.hybrid=true"],
     "cnn_baseline_s4": ["model=cnn_baseline_s4"],
-    "timm_resnet18": ["model=timm", "model.name=resnet18", "model.pretrained=false"],
+    "timm_resnet18": ["model=timm", "model.net.name=resnet18", "model.net.pretrained=false"],
 }
 
 

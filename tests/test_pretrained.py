@@ -20,9 +20,9 @@ CONF_MODEL = Path(cnnlab.conf.__path__[0]) / "model"
 
 
 def build(config: str, num_classes: int = 10, **overrides) -> nn.Module:
-    """The network as the CLI builds it from conf/model/<config>.yaml with ``model.<key>=<value>`` overrides."""
-    model_cfg = OmegaConf.to_container(OmegaConf.load(CONF_MODEL / f"{config}.yaml"))
-    return build_network({**model_cfg, **overrides}, None, num_classes, 3, 32)
+    """The network as the CLI builds it from conf/model/<config>.yaml with ``model.net.<key>=<value>`` overrides."""
+    net_cfg = OmegaConf.to_container(OmegaConf.load(CONF_MODEL / f"{config}.yaml").net)
+    return build_network({**net_cfg, **overrides}, None, num_classes, 3, 32)
 
 
 def assert_same_tensors(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
@@ -60,7 +60,7 @@ def test_download_impossible_explains_weights_path(tmp_path: Path, monkeypatch: 
     assert message in str(error.value)  # Hydra's wrapper shows it verbatim
     assert "\n" not in message and "'" not in message and '"' not in message  # readable inside Hydra's repr()
     assert "python -m cnnlab.models.pretrained mobilenetv2_100 mobilenetv2_100.pth" in message
-    assert "model.weights_path=/path/to/mobilenetv2_100.pth" in message
+    assert "model.net.weights_path=/path/to/mobilenetv2_100.pth" in message
     assert cause.__cause__ is None and cause.__suppress_context__  # no traceback of the failed download
 
 

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 # fixed dense widths (taken out of the search space) keep the tiny trials' checkpoints small
 SEARCH = ["-m", "experiment=s2_alexnet_cifar10", "hparams_search=s2_alexnet_hyperband", "debug=smoke", "test=false",
-          "model.dense1=1024", "model.dense2=1024"]
+          "model.net.dense1=1024", "model.net.dense2=1024"]
 
 
 def study(cwd, name: str = "s2_alexnet_hyperband") -> optuna.Study:

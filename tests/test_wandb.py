@@ -111,7 +111,7 @@ def test_run_files_hold_metrics_config_images_tables_and_the_best_checkpoint(swe
     assert run.summary["test/auroc_macro"] == pytest.approx(results["test/auroc_macro"])
     # the resolved config as flat keys
     config = OmegaConf.load(sweep_dir / "0" / ".hydra" / "config.yaml")
-    assert run.config["model._target_"] == config.model._target_
+    assert run.config["model.net._target_"] == config.model.net._target_
     assert run.config["data.batch_size"] == config.data.batch_size
     assert run.config["trainer.max_epochs"] == 1
     # the report's figures as images

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnlab.models.registry import register_model
 from cnnlab.nn.activations import ActivationFactory, ReLU
 from cnnlab.nn.blocks import ConvBlock, FeatureClassifier, basic_residual_block, flattened_size
 
@@ -24,7 +23,6 @@ def _conv_relu_pool(in_chans: int, widths: list[int], act: ActivationFactory, pa
     return layers
 
 
-@register_model("cnn_baseline_s2")
 class CNNBaselineS2(FeatureClassifier):
     """S2 base CNN: Conv(32,3x3,valid) MaxPool Conv(64,3x3,valid) MaxPool Flatten Dense(128) Dense(k).
 
@@ -40,7 +38,6 @@ class CNNBaselineS2(FeatureClassifier):
         super().__init__(features, nn.Linear(128, num_classes), dense, global_pool=False)
 
 
-@register_model("cnn_baseline_s4")
 class CNNBaselineS4(FeatureClassifier):
     """S4 baseline (Table 1): Conv32 MaxPool Conv64 MaxPool Conv128 (3x3 valid, ReLU) Flatten Dropout
     Dense(128, ReLU) Dense(k): 356,810 parameters at 32x32x3, 10 classes, as Table 1.
@@ -62,7 +59,6 @@ class CNNBaselineS4(FeatureClassifier):
         super().__init__(features, nn.Linear(128, num_classes), dense, global_pool=False)
 
 
-@register_model("alexnet_cifar")
 class AlexNetCIFAR(FeatureClassifier):
     """S2 AlexNet for 32x32: Conv96 Pool Conv256 Pool Conv384 Conv384 Conv256 Pool (3x3 'same', ReLU)
     Flatten Dense(dense1) Dropout(dropout1) Dense(dense2) Dropout(dropout2) Dense(k).
@@ -94,7 +90,6 @@ def _mlp(in_features: int, width: int, act: ActivationFactory, dropout: float) -
     return nn.Sequential(nn.Linear(in_features, width), act(), nn.Dropout(dropout))
 
 
-@register_model("cnn_improved_s4")
 class CNNImprovedS4(FeatureClassifier):
     """S4 improved CNN: 6 conv layers in 3 blocks (32, 64, 128 filters), BN after each conv, max-pool and
     dropout after each block, global average pooling, Dense(256), Dropout, Dense(k).
@@ -119,7 +114,6 @@ class CNNImprovedS4(FeatureClassifier):
         super().__init__(nn.Sequential(*layers), nn.Linear(256, num_classes), _mlp(128, 256, act, dropout))
 
 
-@register_model("cnn_residual_s4")
 class CNNResidualS4(FeatureClassifier):
     """S4 advanced CNN ("CNN 89", 1,368,778 parameters): residual ConvBlocks, max-pooling and global
     average pooling, BN, dropout, Dense(512).

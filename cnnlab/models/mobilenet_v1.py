@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnlab.models.registry import register_model
 from cnnlab.nn.activations import ActivationFactory
 from cnnlab.nn.blocks import ConvBlock, FeatureClassifier
 
@@ -29,7 +28,6 @@ def _conv(in_chans: int, out_chans: int, stride: int, activation: ActivationFact
     return nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), block)
 
 
-@register_model("mobilenet_v1")
 class MobileNetV1(FeatureClassifier):
     """Keras MobileNet v1 (alpha 1.0) with ``width_mult`` as Keras' alpha and ``drop_rate`` its dropout."""
 

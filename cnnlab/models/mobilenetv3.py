@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cnnlab.models.registry import register_model
 from cnnlab.nn.activations import ActivationFactory, HardSwish, ReLU
 from cnnlab.nn.blocks import ConvBlock, SqueezeExcite, make_divisible
 from cnnlab.nn.features import HOG, SobelChannels
@@ -177,14 +176,3 @@ class MobileNetV3(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.forward_embedding(x)))
 
-
-@register_model("mobilenetv3_small")
-def mobilenetv3_small(**kwargs) -> MobileNetV3:
-    """MobileNetV3-Small (S0 table)."""
-    return MobileNetV3(mode="small", **kwargs)
-
-
-@register_model("mobilenetv3_large")
-def mobilenetv3_large(**kwargs) -> MobileNetV3:
-    """MobileNetV3-Large (S0 table)."""
-    return MobileNetV3(mode="large", **kwargs)

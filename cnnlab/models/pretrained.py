@@ -16,7 +16,6 @@ import timm
 import torch
 from torch import nn
 
-from cnnlab.models.registry import register_model
 from cnnlab.nn.activations import ActivationFactory, ReLU
 
 
@@ -43,7 +42,7 @@ def create_backbone(name: str, in_chans: int, pretrained: bool, weights_path: st
         raise PretrainedWeightsUnavailable(
             f"cannot download ImageNet weights for timm model {name} (no network?). Use a local file instead: "
             f"on a connected machine run  python -m cnnlab.models.pretrained {name} {file}  then copy {file} "
-            f"here and add  model.weights_path=/path/to/{file}  to the command"
+            f"here and add  model.net.weights_path=/path/to/{file}  to the command"
         ) from None
 
 
@@ -85,26 +84,21 @@ class TimmClassifier(nn.Module):
         return self.head(self.backbone(x))
 
 
-@register_model("mobilenetv2")
 def mobilenetv2(**kwargs) -> TimmClassifier:
     """S1: MobileNetV2 (timm mobilenetv2_100), head Dropout(0.5) + Dense(k)."""
     return TimmClassifier(**{"name": "mobilenetv2_100", "drop_rate": 0.5, **kwargs})
 
 
-@register_model("resnet50_pretrained")
 def resnet50_pretrained(**kwargs) -> TimmClassifier:
     """S3, S4: ResNet-50 (timm resnet50), head GAP + Dense(k)."""
     return TimmClassifier(**{"name": "resnet50", **kwargs})
 
 
-@register_model("efficientnetv2_b0")
 def efficientnetv2_b0(**kwargs) -> TimmClassifier:
     """S4: EfficientNetV2-B0 (timm tf_efficientnetv2_b0, the Keras weights), head GAP, Dense(512, ReLU),
     Dropout(0.5), Dense(k)."""
     return TimmClassifier(**{"name": "tf_efficientnetv2_b0", "hidden": 512, "drop_rate": 0.5, **kwargs})
 
-
-register_model("timm")(TimmClassifier)
 
 if __name__ == "__main__":  # python -m cnnlab.models.pretrained TIMM_NAME FILE
     import sys

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnlab.models.registry import register_model
 from cnnlab.nn.activations import ActivationFactory, ReLU
 from cnnlab.nn.blocks import ConvBlock, FeatureClassifier, Residual, basic_residual_block
 
 
-@register_model("resnet18_s2")
 class ResNet18S2(FeatureClassifier):
     """S2's code (sec. 8): Conv64 3x3 + BN + ReLU; 2 residual blocks at 64; Conv128 2x2 stride 2;
     2 blocks at 128; Conv256 2x2 stride 2; 2 blocks at 256; GAP; Dense(k).
@@ -51,7 +49,6 @@ def bottleneck_block(in_chans: int, mid_chans: int, stride: int, activation: Act
     return Residual(body, shortcut, activation)
 
 
-@register_model("resnet50")
 class ResNet50(FeatureClassifier):
     """ResNet-50 from scratch (S3, S4): 7x7/2 stem, 3x3/2 max-pool, bottleneck stages [3, 4, 6, 3] at
     widths 64-128-256-512 (x4 out), GAP, Dense(k).

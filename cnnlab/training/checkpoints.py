@@ -8,7 +8,7 @@ from typing import Any, Iterable
 import torch
 
 from cnnlab.errors import CnnlabError, ConfigError
-from cnnlab.training.module import ImageClassifier
+from cnnlab.training.module import ImageClassifier, model_config
 
 # hyperparameters that must agree for a checkpoint's weights to fit this run's network
 ARCHITECTURE_KEYS = ("model", "activation", "num_classes", "in_chans")
@@ -50,7 +50,10 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
 
 def check_compatible(checkpoint: dict[str, Any], hparams: dict[str, Any], path: str) -> None:
     """Raise :class:`ConfigError` naming each setting where the checkpoint and this run differ."""
-    saved = checkpoint.get("hyper_parameters", {})
+    saved = dict(checkpoint.get("hyper_parameters", {}))
+    if "model" in saved:  # the network, not how it runs (channels_last, compile may change on resume)
+        saved["model"] = model_config(saved["model"])["net"]
+    hparams = {**hparams, "model": model_config(hparams["model"])["net"]}
     differences = [
         f"{key}: checkpoint has {saved.get(key)!r}, this run has {hparams.get(key)!r}"
         for key in ARCHITECTURE_KEYS
@@ -94,8 +97,9 @@ def load_classifier(ckpt_path: str | Path, trust_checkpoint: bool = False, devic
     missing = [key for key in ("class_names", "preprocessing") if not hparams.get(key)]
     if missing:
         raise CnnlabError(f"{ckpt_path} has no hparams {missing}; it was not written by cnnlab's training")
-    if "pretrained" in hparams["model"]:  # the checkpoint's weights replace them: skip the download
-        hparams["model"] = {**hparams["model"], "pretrained": False}
+    model = model_config(hparams["model"])
+    if "pretrained" in model["net"]:  # the checkpoint's weights replace them: skip the download
+        hparams["model"] = {**model, "net": {**model["net"], "pretrained": False}}
     module = ImageClassifier(**hparams)
     module.load_state_dict(checkpoint["state_dict"])
     return module.to(device).eval()

@@ -19,23 +19,27 @@ from torchmetrics.classification import MulticlassF1Score
 
 from cnnlab.training.metrics import LossAccuracy
 
-# keys of the model config that set how the network runs, not what it is
+# a model config's switches for how its network runs, beside `net` (what it is); defaults in conf/train.yaml
 RUNTIME_KEYS = ("channels_last", "compile", "bf16_on_cpu")
 
 
-def build_network(
-    model: dict, activation: dict | None, num_classes: int, in_chans: int, img_size: int
-) -> nn.Module:
-    """Instantiate a network from its model and activation configs."""
-    net_cfg = {k: v for k, v in model.items() if k not in RUNTIME_KEYS}
+def model_config(model: dict) -> dict:
+    """``model`` as ``{"net": <builder config>, <runtime switches>}``. Checkpoints written before the builder's
+    arguments moved under ``net`` hold them flat beside the switches; they are regrouped here."""
+    if "net" in model:
+        return model
+    return {"net": {k: v for k, v in model.items() if k not in RUNTIME_KEYS}, **{k: model[k] for k in RUNTIME_KEYS if k in model}}
+
+
+def build_network(net: dict, activation: dict | None, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+    """Instantiate a network from its builder config (a model config's ``net``) and an activation config."""
     activation_factory = instantiate(activation) if activation else None
-    return instantiate(
-        net_cfg, num_classes=num_classes, in_chans=in_chans, img_size=img_size, activation=activation_factory
-    )
+    return instantiate(net, num_classes=num_classes, in_chans=in_chans, img_size=img_size, activation=activation_factory)
 
 
 class ImageClassifier(LightningModule):
-    """Trains any registered network on image classification."""
+    """Trains any network on image classification. ``model`` is a model config: ``net`` (the builder's
+    ``_target_`` and arguments) and the runtime switches ``channels_last``, ``compile``, ``bf16_on_cpu``."""
 
     def __init__(
         self,
@@ -52,7 +56,8 @@ class ImageClassifier(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = build_network(model, activation, num_classes, in_chans, img_size)
+        model = self.hparams.model = model_config(model)
+        self.net = build_network(model["net"], activation, num_classes, in_chans, img_size)
         self.channels_last = bool(model.get("channels_last", False))
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
