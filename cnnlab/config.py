@@ -19,7 +19,8 @@ from cnnlab.training.module import RUNTIME_KEYS, build_network
 from cnnlab.training.precision import valid_precisions
 
 # groups whose keys are constructor arguments of their `_target_`
-TARGET_GROUPS = ("model.net", "activation", "data", "optim", "scheduler", "freeze")
+TARGET_GROUPS = ("model.net", "activation", "data", "optim", "scheduler", "freeze", "loss")
+TEST_WEIGHTS = ("best", "last")
 # key -> (predicate, description of the allowed range)
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optim.lr": (lambda v: v > 0, "a learning rate > 0, e.g. 1e-3"),
@@ -43,6 +44,8 @@ def validate(cfg: DictConfig) -> None:
         if value is not None and (not _is_number(value) or not allowed(value)):
             raise ConfigError(f"{key}={value!r} is invalid: expected {description}")
     _check_precision(cfg)
+    if cfg.get("test_weights") not in TEST_WEIGHTS:
+        raise ConfigError(f"test_weights={cfg.get('test_weights')!r} is invalid: expected one of {', '.join(TEST_WEIGHTS)}")
     _check_fold(cfg)
     _check_network(cfg)
 
@@ -171,9 +174,10 @@ def _check_network(cfg: DictConfig) -> None:
             f"data.img_size={img_size} is too small for model={cfg.model.net._target_} ({reason}); "
             "use a larger data.img_size"
         ) from None
-    freeze = cfg.get("freeze")
-    if freeze is not None and freeze.get("_target_"):
-        try:
-            instantiate(freeze).apply(net)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+    for group, use in (("freeze", lambda policy: policy.apply(net)), ("loss", lambda loss: loss.bind(net))):
+        node = cfg.get(group)
+        if node is not None and node.get("_target_"):
+            try:
+                use(instantiate(node))
+            except ValueError as error:
+                raise ConfigError(str(error)) from None

@@ -58,6 +58,7 @@ def build_module(cfg: DictConfig, datamodule: ImageDataModule) -> ImageClassifie
         optimizer=_to_dict(cfg.optim),
         scheduler=_to_dict(cfg.get("scheduler")),
         freeze=_to_dict(cfg.get("freeze")),
+        loss=_to_dict(cfg.get("loss")),
         num_classes=datamodule.num_classes,
         in_chans=datamodule.in_chans,
         img_size=datamodule.img_size,
@@ -75,8 +76,14 @@ def _write_results(output_dir: Path, results: dict) -> None:
     os.replace(tmp, path)
 
 
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The lowest-val/loss checkpoint's path; None (the weights in memory) when no checkpoint was written."""
+    callback = trainer.checkpoint_callback
+    return (callback.best_model_path or None) if callback is not None else None
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, then test the best checkpoint (lowest val/loss); write and return results.json."""
+    """Fit, then test the weights ``cfg.test_weights`` names; write and return results.json."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"status": "running", "environment": environment()}
@@ -126,8 +133,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results["macs"] = count_macs(module.net, datamodule.in_chans, datamodule.img_size)  # after fit: not start-up time
 
         if cfg.get("test"):
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+            tested_checkpoint = best_checkpoint(trainer) if cfg.test_weights == "best" else None
+            results["tested_epoch"] = results["best_epoch"] if tested_checkpoint else trainer.current_epoch - 1
+            test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=tested_checkpoint, verbose=False)
             results.update({k: float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()})
             if trainer.is_global_zero:
                 write_run_report(trainer, module, datamodule, output_dir, results)
