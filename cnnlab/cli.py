@@ -27,12 +27,13 @@ def main(cfg: DictConfig) -> float | None:
     metrics: the Optuna sweeper records None as a failed trial and goes on, while a NaN makes its error
     path raise and end the whole study (hydra-optuna-sweeper 1.2 with optuna 2.10).
     """
-    from cnnlab.train import train  # torch and Lightning: after --help, --cfg and the huge-pages restart
+    from cnnlab.cross_validation import cross_validate  # torch and Lightning: after --help, --cfg and the huge-pages restart
+    from cnnlab.train import train
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     pin_run_dir()  # a DDP launcher's re-run of this job writes to this job's output dir
     try:
-        results = train(cfg)
+        results = cross_validate(cfg) if cfg.get("cross_validate") else train(cfg)
     except CnnlabError as error:
         if not multirun:
             sys.exit(f"cnnlab: error: {error}")

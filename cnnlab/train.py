@@ -67,7 +67,8 @@ def build_module(cfg: DictConfig, datamodule: ImageDataModule) -> ImageClassifie
     )
 
 
-def _write_results(output_dir: Path, results: dict) -> None:
+def write_results(output_dir: Path, results: dict) -> None:
+    """results.json, replaced atomically, written by the global-zero process only."""
     if not is_global_zero():
         return
     path = output_dir / "results.json"
@@ -87,7 +88,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"status": "running", "environment": environment()}
-    _write_results(output_dir, results)  # a killed run is left marked "running"
+    write_results(output_dir, results)  # a killed run is left marked "running"
     start = time.perf_counter()
     data_plots = None
     try:
@@ -159,7 +160,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if data_plots is not None:
             data_plots.join()
         results["wall_time_sec"] = round(time.perf_counter() - start, 3)
-        _write_results(output_dir, results)
+        write_results(output_dir, results)
         finish_wandb(failed=results["status"] != "completed")
 
 

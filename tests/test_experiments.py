@@ -15,6 +15,7 @@ from fakedata import write_all
 from hydra import compose, initialize_config_module
 
 from cnnlab import cli
+from cnnlab.evaluation.summary import find_run_dirs
 from cnnlab.train import train
 
 ROOT = Path(__file__).parents[1]
@@ -112,7 +113,7 @@ def test_readme_command_runs_its_jobs(row, data_dir, tmp_path, monkeypatch):
         cli.main()
     except SystemExit as stop:
         assert not stop.code, f"cnnlab {' '.join(args)} exited {stop.code}"
-    results = [read_results(p.parent) for p in (tmp_path / "outputs").rglob("results.json")]
+    results = [read_results(run) for run in find_run_dirs([tmp_path / "outputs"])]
     assert len(results) == (2 if search else int(runs))
     assert [r.get("error") for r in results if r["status"] != "completed"] == []
     if "-m" in args:

@@ -43,12 +43,14 @@ def _natural_key(path: Path) -> list:
 
 
 def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
-    """Run dirs (with ``.hydra/`` or ``results.json``) at or below each path, in natural order."""
+    """Run dirs (with ``.hydra/`` or ``results.json``, not inside another run dir) at or below each path, in
+    natural order."""
     found: set[Path] = set()
     for path in map(Path, paths):
         markers = [*path.rglob(".hydra"), *path.rglob("results.json")]
         found.update(marker.parent for marker in markers)
-    return sorted(found, key=_natural_key)
+    # the folds of a cross-validated run (<run>/fold_<k>/) are part of that run's row
+    return sorted((d for d in found if not any(parent in found for parent in d.parents)), key=_natural_key)
 
 
 def is_missing(value: Any) -> bool:
