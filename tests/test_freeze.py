@@ -229,8 +229,8 @@ S1_GRID = ["experiment=s1_mobilenetv2_imagefolder", "freeze=top_k"]
 def test_study_configs_train_as_many_base_parameters_as_keras(overrides, expected):
     """The studies' Keras numbers (REPRODUCE.md) from the experiment configs, through the module train.py builds."""
     cfg = composed(*overrides, "model.pretrained=false")
-    freeze = OmegaConf.to_container(cfg.freeze)
-    module = classifier(freeze, OmegaConf.to_container(cfg.model))
+    freeze = OmegaConf.to_container(cfg.freeze, resolve=True)
+    module = classifier(freeze, OmegaConf.to_container(cfg.model, resolve=True))
     policy = module.freeze_policy
     if isinstance(policy, TwoStage):
         assert trainable_base_params(module.net) == 0  # stage 1: head only

@@ -75,7 +75,10 @@ def backbone_layers(net: nn.Module, layers: LayerCount = "modules") -> list[Laye
 
 def layer_count(net: nn.Module, trainable: Trainable, layers: LayerCount = "modules") -> int:
     """``trainable`` as a number of ``net``'s backbone layers; a clear ValueError when it is out of range."""
-    num_layers = len(backbone_layers(net, layers))
+    return _checked_count(net, trainable, layers, len(backbone_layers(net, layers)))
+
+
+def _checked_count(net: nn.Module, trainable: Trainable, layers: LayerCount, num_layers: int) -> int:
     if trainable == "all":
         return num_layers
     if isinstance(trainable, bool) or not isinstance(trainable, int) or not 0 <= trainable <= num_layers:
@@ -102,7 +105,7 @@ def set_trainable(
 ) -> None:
     """Train the head and the last ``trainable`` backbone layers; freeze every other layer."""
     backbone = backbone_layers(net, layers)
-    first_trainable = len(backbone) - layer_count(net, trainable, layers)
+    first_trainable = len(backbone) - _checked_count(net, trainable, layers, len(backbone))
     for index, layer in enumerate(backbone):
         for module in layer:
             _set_module(module, index >= first_trainable, net.training)
