@@ -27,6 +27,7 @@ from cnnlab.evaluation.wandb_views import finish_wandb, log_config, prepare_wand
 from cnnlab.training.allocator import HUGE_PAGES, keep_freed_memory, malloc_tuned
 from cnnlab.training.callbacks import EpochTimer
 from cnnlab.training.distributed import is_global_zero
+from cnnlab.training.freeze import trainable_base_params
 from cnnlab.models.complexity import count_macs
 from cnnlab.training.module import ImageClassifier
 from cnnlab.training.precision import run_precision
@@ -131,6 +132,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not cfg.trust_checkpoint)
         results["train_time_sec"] = round(time.perf_counter() - start, 3)
         results.update(_fit_results(trainer))
+        results["trainable_params_base"] = trainable_base_params(module.net)  # after fit: two_stage's last stage
         results["macs"] = count_macs(module.net, datamodule.in_chans, datamodule.img_size)  # after fit: not start-up time
 
         if cfg.get("test"):
