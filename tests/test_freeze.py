@@ -228,7 +228,7 @@ S1_GRID = ["experiment=s1_mobilenetv2_imagefolder", "freeze=top_k"]
 )
 def test_study_configs_train_as_many_base_parameters_as_keras(overrides, expected):
     """The studies' Keras numbers (REPRODUCE.md) from the experiment configs, through the module train.py builds."""
-    cfg = composed(*overrides, "model.pretrained=false")
+    cfg = composed(*overrides, "model.net.pretrained=false")
     freeze = OmegaConf.to_container(cfg.freeze, resolve=True)
     module = classifier(freeze, OmegaConf.to_container(cfg.model, resolve=True))
     policy = module.freeze_policy
@@ -323,7 +323,7 @@ def test_batchnorm_modes_hold_through_lightning_training(base_inference):
 def test_two_stage_run_records_its_last_stage_base_parameters(cnnlab, tmp_path):
     """S4 through the CLI, switching after one epoch: results.json has stage 2's trainable base parameters."""
     data_dir = write_cifar10(tmp_path / "data", per_batch=10, test=10)
-    cnnlab("experiment=s4_efficientnetv2_two_stage", "debug=smoke", "model.pretrained=false", "freeze.unfreeze_epoch=1",
+    cnnlab("experiment=s4_efficientnetv2_two_stage", "debug=smoke", "model.net.pretrained=false", "freeze.unfreeze_epoch=1",
            "trainer.max_epochs=2", "test=false", f"paths.data_dir={data_dir}")
     (run,) = run_dirs(cnnlab.cwd)
     results = read_results(run)
