@@ -28,14 +28,18 @@ def save_backbone_weights(name: str, path: str) -> None:
     torch.save(timm.create_model(name, pretrained=True, num_classes=0).state_dict(), path)
 
 
-def create_backbone(name: str, in_chans: int, pretrained: bool, weights_path: str | None) -> nn.Module:
-    """timm model ``name`` without classifier, with ImageNet weights from ``weights_path`` or the hub."""
+def create_backbone(
+    name: str, in_chans: int, pretrained: bool, weights_path: str | None, drop_path_rate: float = 0.0
+) -> nn.Module:
+    """timm model ``name`` without classifier, with ImageNet weights from ``weights_path`` or the hub;
+    ``drop_path_rate``: stochastic depth in training (Keras' ``drop_connect_rate`` of EfficientNets)."""
+    options = {"num_classes": 0, "in_chans": in_chans, "drop_path_rate": drop_path_rate}
     if weights_path is not None:
-        backbone = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans)
+        backbone = timm.create_model(name, pretrained=False, **options)
         load_backbone_weights(backbone, weights_path)
         return backbone
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans)
+        return timm.create_model(name, pretrained=pretrained, **options)
     except OSError:  # hub or URL unreachable (offline, no network): the cause is not the user's to debug
         file = f"{name}.pth"
         # one line without quotes: Hydra shows it inside an InstantiationException as repr()
@@ -55,7 +59,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
 
 
 class TimmClassifier(nn.Module):
-    """A timm backbone (``name``) plus a new head: [Dense(hidden), activation] + Dropout(drop_rate) + Dense(k)."""
+    """A timm backbone (``name``, with stochastic depth ``drop_path_rate``) plus a new head: [Dense(hidden),
+    activation] + Dropout(drop_rate) + Dense(k)."""
 
     def __init__(
         self,
@@ -68,9 +73,10 @@ class TimmClassifier(nn.Module):
         weights_path: str | None = None,
         hidden: int | None = None,
         drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        self.backbone = create_backbone(name, in_chans, pretrained, weights_path)
+        self.backbone = create_backbone(name, in_chans, pretrained, weights_path, drop_path_rate)
         width = self.backbone.num_features
         layers: list[nn.Module] = []
         if hidden:
@@ -96,8 +102,8 @@ def resnet50_pretrained(**kwargs) -> TimmClassifier:
 
 def efficientnetv2_b0(**kwargs) -> TimmClassifier:
     """S4: EfficientNetV2-B0 (timm tf_efficientnetv2_b0, the Keras weights), head GAP, Dense(512, ReLU),
-    Dropout(0.5), Dense(k)."""
-    return TimmClassifier(**{"name": "tf_efficientnetv2_b0", "hidden": 512, "drop_rate": 0.5, **kwargs})
+    Dropout(0.5), Dense(k); stochastic depth 0.2 as Keras' EfficientNetV2B0 (``drop_connect_rate``)."""
+    return TimmClassifier(**{"name": "tf_efficientnetv2_b0", "hidden": 512, "drop_rate": 0.5, "drop_path_rate": 0.2, **kwargs})
 
 
 if __name__ == "__main__":  # python -m cnnlab.models.pretrained TIMM_NAME FILE
