@@ -45,7 +45,8 @@ class BatchAugment(nn.Module):
         interpolation: Interpolation = "bilinear",
     ) -> None:
         super().__init__()
-        for name, value, choices in [("padding_mode", padding_mode, PaddingMode), ("interpolation", interpolation, Interpolation)]:
+        for name, value, choices in [("padding_mode", padding_mode, PaddingMode),
+                                     ("interpolation", interpolation, Interpolation)]:
             if value not in get_args(choices):
                 raise ValueError(f"{name}={value!r}: expected one of {', '.join(get_args(choices))}")
         self.hflip, self.vflip = hflip, vflip
