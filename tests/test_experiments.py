@@ -51,7 +51,7 @@ RECIPES = {
     "s2_cnn_cifar10": ("CNNBaselineS2", "cifar10", 1e-3, 128, 50, None),
     "s2_alexnet_cifar10": ("AlexNetCIFAR", "cifar10", 1e-3, 64, 10, None),
     "s2_resnet18_tuned_cifar10": ("ResNet18S2", "cifar10", 1e-3, 64, 50, None),
-    "s3_resnet50_lrelu_fruits360": ("ResNet50", "fruits360", 1e-3, 256, 100, None),
+    "s3_resnet50_lrelu_fruits360": ("ResNet50", "fruits360", 1e-3, 512, 100, None),
     "s3_resnet50_transfer_fruits360": ("resnet50_pretrained", "fruits360", 1e-3, 256, 100, "TopK"),
     "s4_efficientnetv2_two_stage": ("efficientnetv2_b0", "cifar10", 1e-3, 64, 18, "TwoStage"),
 }

@@ -58,11 +58,11 @@ def s0_params(mode: str, in_chans: int, classes: int) -> int:
 
 
 def hybrid_params(mode: str, in_chans: int, classes: int, hog_dim: int) -> int:
-    """Backbone on in_chans + 2, pre-classifier -> 256, HOG -> 256, Linear(512, classes); all with bias."""
+    """Backbone on in_chans + 2, pre-classifier -> 256, HOG -> 256 -> 256 (S0's "sequence of dense layers":
+    two is our choice), Linear(512, classes); all with bias."""
     pre = S0[mode][2]
-    return (
-        s0_backbone_params(mode, in_chans + 2) + pre * 256 + 256 + hog_dim * 256 + 256 + 512 * classes + classes
-    )
+    hog_branch = hog_dim * 256 + 256 + 256 * 256 + 256
+    return s0_backbone_params(mode, in_chans + 2) + pre * 256 + 256 + hog_branch + 512 * classes + classes
 
 
 def n_params(model: nn.Module) -> int:

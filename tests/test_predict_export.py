@@ -66,8 +66,13 @@ def make_input_dependent(net: nn.Module, inputs: torch.Tensor) -> None:
 
     At init its eval-mode BatchNorms (mean 0, var 1) shrink the signal until the logits barely depend
     on the input, which would make any parity check trivial. Their statistics are set from ``inputs``
-    instead, the variance floored so that dead channels are not amplified into float32 noise.
+    instead, the variance floored so that dead channels are not amplified into float32 noise. The two
+    N(0, 0.01) Linear layers in a row of MobileNetV3's hybrid HOG branch shrink it too: they get
+    PyTorch's default initialization.
     """
+    for layer in getattr(net, "hog_branch", ()):
+        if isinstance(layer, nn.Linear):
+            layer.reset_parameters()
     batchnorms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for bn in batchnorms:
         bn.reset_running_stats()

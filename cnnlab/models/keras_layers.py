@@ -23,9 +23,15 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from cnnlab.nn.init import keras_defaults
 
 # timm architecture -> the keras.applications model it stands in for
 KERAS_TWINS = {"mobilenetv2_100": "MobileNetV2", "resnet50": "ResNet50", "tf_efficientnetv2_b0": "EfficientNetV2B0"}
+# BatchNormalization momentum in each twin's keras.applications source (the weight of the old moving statistics;
+# PyTorch's momentum is 1 minus it); timm builds all three with PyTorch's 0.1, i.e. Keras' 0.9
+KERAS_BATCHNORM_MOMENTUM = {"MobileNetV2": 0.999, "ResNet50": 0.99, "EfficientNetV2B0": 0.9}
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,21 @@ def keras_twin(backbone: nn.Module) -> str | None:
     """The name of the ``keras.applications`` model a timm backbone stands in for, or None."""
     pretrained_cfg = getattr(backbone, "pretrained_cfg", None) or {}
     return KERAS_TWINS.get(pretrained_cfg.get("architecture"))
+
+
+def apply_keras_defaults(net: nn.Module) -> nn.Module:
+    """``model.keras_defaults=true``: Keras' layer defaults for the layers cnnlab builds
+    (:func:`cnnlab.nn.init.keras_defaults`), and for each backbone with a Keras twin its Keras model's
+    BatchNorm momentum, which the BatchNorms a study unfreezes update their moving statistics with. The
+    backbone's epsilon stays the one its timm weights were trained with."""
+    keras_defaults(net)
+    for backbone in net.modules():
+        twin = keras_twin(backbone)
+        if twin is not None:
+            for module in backbone.modules():
+                if isinstance(module, _BatchNorm):
+                    module.momentum = 1 - KERAS_BATCHNORM_MOMENTUM[twin]
+    return net
 
 
 def keras_layers(backbone: nn.Module) -> list[KerasLayer]:

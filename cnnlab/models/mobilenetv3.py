@@ -11,7 +11,9 @@ oneDNN runs a 1x1 conv on a 1x1 map ~9x slower than the matmul in channels-last 
 
 Hybrid mode (S0, ``hybrid=True``) adds hand-crafted features computed on the model's input batch:
 Sobel-x/y appended to the image (``in_chans + 2`` channels into the stem), and HOG features through
-a dense branch Linear(hog_dim, 256) + ReLU. The MobileNet branch ends in a 256-d embedding: the 1x1
+a dense branch Linear(hog_dim, 256) + ReLU + Linear(256, 256) + ReLU (S0: "a separate sequence of
+dense layers" to 256; two layers, the first also 256 wide, is our choice). The MobileNet branch ends
+in a 256-d embedding: the 1x1
 conv that is the classifier in plain mode outputs 256 instead, with no activation (it follows the
 HS pre-logits conv, as the classifier does). The two 256-d vectors are concatenated and ``head`` =
 Linear(512, num_classes) classifies them. The HOG branch's ReLU is fixed, not the swappable
@@ -63,6 +65,7 @@ LARGE = _rows([
 # mode -> (table, last conv channels, pre-classifier width)
 CONFIGS = {"small": (SMALL, 576, 1024), "large": (LARGE, 960, 1280)}
 HYBRID_BRANCH_WIDTH = 256  # width of each of the two fused embeddings (S0)
+HOG_HIDDEN_WIDTH = 256  # the HOG branch's first dense layer (S0 gives no width: our choice)
 
 
 class Bottleneck(nn.Module):
@@ -141,7 +144,10 @@ class MobileNetV3(nn.Module):
         if hybrid:
             self.embedding = nn.Linear(pre_classifier, HYBRID_BRANCH_WIDTH)
             self.hog = HOG(hog_orientations, hog_pixels_per_cell, hog_cells_per_block)
-            self.hog_branch = nn.Sequential(nn.Linear(self.hog.output_dim(img_size), HYBRID_BRANCH_WIDTH), nn.ReLU())
+            self.hog_branch = nn.Sequential(
+                nn.Linear(self.hog.output_dim(img_size), HOG_HIDDEN_WIDTH), nn.ReLU(),
+                nn.Linear(HOG_HIDDEN_WIDTH, HYBRID_BRANCH_WIDTH), nn.ReLU(),
+            )
             self.num_features = 2 * HYBRID_BRANCH_WIDTH
             self.head = nn.Linear(self.num_features, num_classes)
         else:

@@ -16,11 +16,12 @@ from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassF1Score
 
+from cnnlab.models.keras_layers import apply_keras_defaults
 from cnnlab.training.loss import CrossEntropyLoss
 from cnnlab.training.metrics import LossAccuracy
 
 # a model config's switches for how its network runs, beside `net` (what it is); defaults in conf/train.yaml
-RUNTIME_KEYS = ("channels_last", "compile", "bf16_on_cpu")
+RUNTIME_KEYS = ("channels_last", "compile", "bf16_on_cpu", "keras_defaults")
 
 
 def model_config(model: dict) -> dict:
@@ -39,7 +40,8 @@ def build_network(net: dict, activation: dict | None, num_classes: int, in_chans
 
 class ImageClassifier(LightningModule):
     """Trains any network on image classification. ``model`` is a model config: ``net`` (the builder's
-    ``_target_`` and arguments) and the runtime switches ``channels_last``, ``compile``, ``bf16_on_cpu``."""
+    ``_target_`` and arguments) and the runtime switches ``channels_last``, ``compile``, ``bf16_on_cpu``,
+    ``keras_defaults`` (:func:`cnnlab.models.keras_layers.apply_keras_defaults`)."""
 
     def __init__(
         self,
@@ -59,6 +61,8 @@ class ImageClassifier(LightningModule):
         self.save_hyperparameters()
         model = self.hparams.model = model_config(model)
         self.net = build_network(model["net"], activation, num_classes, in_chans, img_size)
+        if model.get("keras_defaults"):
+            apply_keras_defaults(self.net)
         self.channels_last = bool(model.get("channels_last", False))
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
