@@ -171,6 +171,25 @@ def test_image_folder_skips_corrupt_and_converts_odd_modes(tmp_path, caplog):
         datamodule(ImageFolderDataModule, root, img_size=24, strict=True)
 
 
+def test_exif_orientation_is_applied_on_load(tmp_path):
+    """A phone photo: pixels stored landscape, an EXIF tag saying to turn it a quarter clockwise."""
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20] = (255, 0, 0)  # left half red
+    stored[:, 20:] = (0, 0, 255)  # right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    root = write_image_folder(tmp_path / "images")
+    photo = root / "healthy" / "phone.jpg"
+    Image.fromarray(stored).save(photo, exif=exif, quality=95)
+    assert Image.open(photo).getexif()[0x0112] == 6
+    upright = decode_image(photo, 16)  # the red half turned to the top
+    assert upright[:6, :, 0].min() > 200 and upright[:6, :, 2].max() < 60
+    assert upright[-6:, :, 2].min() > 200 and upright[-6:, :, 0].max() < 60
+    dm = datamodule(ImageFolderDataModule, root, img_size=16)
+    (split,) = (s for s in dm.splits.values() if "healthy/phone.jpg" in s.sources)
+    assert np.array_equal(split.images[split.sources.index("healthy/phone.jpg")].numpy(), upright.transpose(2, 0, 1))
+
+
 @pytest.mark.parametrize("problem", ["missing", "single_class", "empty_class", "unreadable_class", "single_image"])
 def test_image_folder_clear_errors(tmp_path, problem):
     """An empty class folder and one whose files are all unreadable are refused alike, naming the class;

@@ -255,7 +255,7 @@ def _build(entry: CacheEntry, files: ImageFiles, pixels: bool) -> None:
         if pixels:
             size, free = int(np.prod(entry.shape)), shutil.disk_usage(entry.stem.parent).free
             if free < size:
-                raise OSError(errno.ENOSPC, f"{size / 2**20:.0f} MB needed, {free / 2**20:.0f} MB free")
+                raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {size / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free")
             log.info("decoding %d images in %s at %dx%d once, into %s", len(files.paths), files.folder, img_size, img_size, entry.pixels)
             with open(tmp, "xb") as handle:
                 header = {"descr": "|u1", "fortran_order": False, "shape": entry.shape}
