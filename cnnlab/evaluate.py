@@ -60,7 +60,7 @@ def main(cfg: DictConfig) -> float:
     datamodule = build_datamodule(cfg, run_dir, hparams.preprocessing["img_size"])
     datamodule.prepare_data()
     datamodule.setup()
-    split = in_checkpoint_classes(datamodule.splits[cfg.split], datamodule.class_names, list(hparams.class_names))
+    split = in_checkpoint_classes(datamodule.evaluation_split(cfg.split), datamodule.class_names, list(hparams.class_names))
     batch_size = cfg.batch_size or datamodule.eval_batch_size
     run_results_path = run_dir / "results.json"
     run_results = json.loads(run_results_path.read_text()) if run_results_path.exists() else {}

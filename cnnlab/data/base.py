@@ -166,6 +166,10 @@ class ImageDataModule(LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.eval_batch_size)
 
+    def evaluation_split(self, name: str) -> Split:
+        """The split with its images in memory, as reports on predictions need them."""
+        return self.splits[name]
+
     def dataset(self, split: str) -> Dataset:
         """The split as a dataset whose ``__getitems__`` returns a stacked (uint8 images, labels) batch."""
         return TensorImageDataset(self._on_device(split))

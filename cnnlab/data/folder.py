@@ -120,5 +120,13 @@ class FolderDataModule(ImageDataModule):
             return super().dataset(split)
         return FileImageDataset(self.root, chosen.sources, chosen.labels, self.img_size, self.strict)
 
+    def evaluation_split(self, name: str) -> Split:
+        """The split; with ``in_memory=false`` its images decoded from their files."""
+        split = self.splits[name]
+        if split.pixels is not None or not len(split):
+            return split
+        images, _ = FileImageDataset(self.root, split.sources, split.labels, self.img_size, strict=True).__getitems__(range(len(split)))
+        return Split(images, split.labels, split.sources)
+
     def summary(self) -> dict:
         return {**super().summary(), "unreadable_files": self.unreadable}
