@@ -4,7 +4,6 @@ written once by concurrent runs, and a full disk or a read-only dataset is no fa
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import subprocess
