@@ -90,7 +90,7 @@ def compose_config(model_spec: str, data_root: Path, img_size: int, batch_size: 
     with initialize_config_module("cnnlab.conf", version_base="1.3"):
         return compose("train", overrides=[
             f"model={name}", "data=eurosat", f"data.root={data_root}", "data.download=false",
-            f"data.img_size={img_size}", f"data.batch_size={batch_size}", "data.output_dir=null",
+            f"data.img_size={img_size}", f"data.batch_size={batch_size}",
             f"paths.output_dir={output_dir}", *overrides, *model_overrides,
         ])
 
@@ -329,6 +329,7 @@ def conventional_with_peak_memory(cfg: DictConfig, device: torch.device, epochs:
     os.environ.pop(NVML_CHECK_VARIABLE, None)
 
     datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
     datamodule.setup()
     return with_peak_memory(device, lambda: measure_conventional(cfg, datamodule, device, epochs, workers))
 
@@ -397,6 +398,7 @@ def bench_model(model_spec: str, args: argparse.Namespace, data_root: Path, work
     cfg.trainer.precision = run_precision(cfg)[0]  # what a run would train in (trainer.precision=auto)
     device = torch.device("cuda" if uses_cuda(str(cfg.trainer.accelerator)) else "cpu")
     datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
     datamodule.setup()
     if cfg.get("tune_malloc"):
         keep_freed_memory()

@@ -7,6 +7,7 @@ test-split report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def build_datamodule(cfg: DictConfig, run_dir: Path, img_size: int) -> ImageData
         run_cfg = OmegaConf.load(run_config)
         run_cfg.paths = cfg.paths  # data_dir and output_dir of this evaluation, the run's seed
         data_cfg = run_cfg.data
+        data_cfg.pop("output_dir", None)  # runs before the datamodules stopped writing run files
     return instantiate(data_cfg, img_size=img_size, augment=None)
 
 
@@ -44,7 +46,7 @@ def in_checkpoint_classes(split: Split, names: list[str], checkpoint_names: list
     if unknown:
         raise CnnlabError(f"Classes {unknown} of the dataset are not among the checkpoint's {checkpoint_names}")
     index = torch.tensor([checkpoint_names.index(n) for n in names], device=split.labels.device)
-    return Split(split.images, index[split.labels], split.sources)
+    return dataclasses.replace(split, labels=index[split.labels])
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnlab.conf", config_name="eval")
@@ -56,8 +58,9 @@ def main(cfg: DictConfig) -> float:
     hparams = module.hparams
     run_dir = run_dir_of(ckpt_path)
     datamodule = build_datamodule(cfg, run_dir, hparams.preprocessing["img_size"])
+    datamodule.prepare_data()
     datamodule.setup()
-    split = in_checkpoint_classes(datamodule.splits[cfg.split], datamodule.class_names, list(hparams.class_names))
+    split = in_checkpoint_classes(datamodule.evaluation_split(cfg.split), datamodule.class_names, list(hparams.class_names))
     batch_size = cfg.batch_size or datamodule.eval_batch_size
     run_results_path = run_dir / "results.json"
     run_results = json.loads(run_results_path.read_text()) if run_results_path.exists() else {}

@@ -47,12 +47,41 @@ def _to_dict(node: Any) -> Any:
 
 
 def build_datamodule(cfg: DictConfig) -> ImageDataModule:
-    """The run's datamodule; in a multi-process run only rank 0 writes the split files."""
-    return instantiate(cfg.data) if is_global_zero() else instantiate(cfg.data, output_dir=None)
+    """The run's datamodule, not yet prepared or set up."""
+    return instantiate(cfg.data)
+
+
+def prepare_datamodule(cfg: DictConfig, trainer: L.Trainer) -> ImageDataModule:
+    """The run's datamodule, its data downloaded and decoded into the cache, and set up; global rank zero
+    writes the run's ``data/`` files.
+
+    Every process calls ``prepare_data`` here, before Lightning has a process group to wait on (torchrun
+    and SLURM start all ranks at once): its file locks let one process per node download and decode
+    while the others wait, then find the work done. Lightning's own launcher starts the other ranks in
+    ``fit``, when rank zero has prepared everything."""
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    if trainer.is_global_zero:
+        write_data_files(datamodule, Path(cfg.paths.output_dir) / "data")
+    return datamodule
+
+
+def write_data_files(datamodule: ImageDataModule, data_dir: Path) -> None:
+    """``summary.json`` (classes, split sizes, images per class, unreadable files) and each split's file
+    list (``<split>_files.txt``), and the summary in the log."""
+    summary = datamodule.summary()
+    log.info("%s: %d classes, split sizes %s", type(datamodule).__name__, len(datamodule.class_names), summary["split_sizes"])
+    log.info("images per class: %s", summary["per_class"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    for name, split in datamodule.splits.items():
+        if split.sources:
+            (data_dir / f"{name}_files.txt").write_text("\n".join(split.sources) + "\n")
 
 
 def build_module(cfg: DictConfig, datamodule: ImageDataModule) -> ImageClassifier:
-    datamodule.setup()
+    """The run's LightningModule, shaped by the set-up ``datamodule`` (classes, channels, preprocessing)."""
     return ImageClassifier(
         model=_to_dict(cfg.model),
         activation=_to_dict(cfg.get("activation")),
@@ -99,17 +128,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         skip_unloadable_nvml_check()
         ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)
         L.seed_everything(cfg.seed, workers=True)
-        datamodule = build_datamodule(cfg)
-        module = build_module(cfg, datamodule)
-        if ckpt_path:
-            check_compatible(load_checkpoint(ckpt_path, cfg.trust_checkpoint), dict(module.hparams), ckpt_path)
-        if is_global_zero():
-            data_plots = start_data_plots(datamodule, output_dir / "report")
         callbacks = _instantiate_all(cfg.get("callbacks"))
         prepare_wandb(cfg)
         loggers = _instantiate_all(cfg.get("logger"))
         precision, precision_reason = run_precision(cfg)
         trainer: L.Trainer = instantiate(cfg.trainer, precision=precision, callbacks=callbacks, logger=loggers)
+        datamodule = prepare_datamodule(cfg, trainer)  # the trainer knows this process's rank
+        module = build_module(cfg, datamodule)
+        if ckpt_path:
+            check_compatible(load_checkpoint(ckpt_path, cfg.trust_checkpoint), dict(module.hparams), ckpt_path)
+        if trainer.is_global_zero:
+            data_plots = start_data_plots(datamodule, output_dir / "report")
 
         results.update(
             num_params=sum(p.numel() for p in module.net.parameters()),

@@ -15,6 +15,15 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path_factory, monkeypatch) -> Path:
+    """Each test's decoded-image cache in a temporary folder of its own (the CLI inherits it), not in
+    the user's ~/.cache/cnnlab."""
+    path = tmp_path_factory.mktemp("cnnlab-cache")
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(path))
+    return path
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     """Environment for CLI subprocesses: offline hubs, quiet logs, plus ``extra``."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline", WANDB_SILENT="true", PYTHONWARNINGS="ignore")

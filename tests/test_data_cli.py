@@ -39,3 +39,24 @@ def test_cli_offline_download_fails_fast_with_one_message(cnnlab):
     assert result.returncode != 0
     assert "EuroSAT could not be downloaded from https://huggingface.co/" in result.stderr
     assert "eurosat/2750/<Class>/<Class>_<n>.jpg" in result.stderr
+
+
+def test_cli_per_image_path_lists_unreadable_files(cnnlab):
+    """data.in_memory=false finds the unreadable files up front too: the same splits and summary."""
+    root = write_image_folder(cnnlab.cwd / "images")
+    cnnlab("data=imagefolder", f"data.root={root}", "data.in_memory=false", "data.num_workers=1", *COMMON)
+    (run,) = run_dirs(cnnlab.cwd)
+    summary = json.loads((run / "data/summary.json").read_text())
+    assert list(summary["unreadable_files"]) == ["blight/corrupt.jpg"]
+    assert sum(summary["split_sizes"].values()) == 30
+    assert "blight/corrupt.jpg" not in (run / "data/train_files.txt").read_text()
+
+
+def test_cli_class_too_small_to_split_is_one_line(cnnlab):
+    root = write_image_folder(cnnlab.cwd / "images")
+    (root / "tiny").mkdir()
+    (root / "tiny" / "only.jpg").write_bytes((root / "rust" / "1.jpg").read_bytes())
+    result = cnnlab("data=imagefolder", f"data.root={root}", *COMMON, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("cnnlab: error:")]
+    assert "class 'tiny' (1 image)" in error and "at least 10 images per class" in error

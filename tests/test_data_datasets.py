@@ -27,9 +27,12 @@ from fakedata import (CIFAR_CLASSES, EUROSAT_CLASSES, EUROSAT_COUNTS, write_cifa
                       write_image_folder)
 
 def datamodule(cls, root: Path, **kwargs):
+    """A datamodule through Lightning's data lifecycle: prepare_data, then setup."""
     dm = cls(root=root, seed=kwargs.pop("seed", 0), batch_size=kwargs.pop("batch_size", 16), **kwargs)
+    dm.prepare_data()
     dm.setup()
     return dm
+
 
 
 def per_class(split) -> list[int]:
@@ -46,9 +49,9 @@ def test_eurosat_split_sizes_on_the_real_label_counts():
 
 
 # -- EuroSAT --------------------------------------------------------------------------------------
-def test_eurosat_splits_stratified_seeded_and_saved(tmp_path):
+def test_eurosat_splits_stratified_seeded_and_cached(tmp_path, cache_dir):
     root = write_eurosat(tmp_path / "data")
-    dm = datamodule(EuroSATDataModule, root, output_dir=tmp_path / "run", img_size=64)
+    dm = datamodule(EuroSATDataModule, root, img_size=64)
     assert dm.class_names == EUROSAT_CLASSES
     assert {k: len(v) for k, v in dm.splits.items()} == {"train": 60, "val": 20, "test": 20}
     assert per_class(dm.splits["train"]) == [6] * 10 and per_class(dm.splits["test"]) == [2] * 10
@@ -57,13 +60,12 @@ def test_eurosat_splits_stratified_seeded_and_saved(tmp_path):
     first = root / train.sources[0]
     assert train.sources[0].startswith("eurosat/2750/") and first.exists()
     assert torch.equal(train.images[0], torch.from_numpy(decode_image(first, 64)).permute(2, 0, 1))
-    assert (tmp_path / "run/data/test_files.txt").read_text().split() == dm.splits["test"].sources
 
     again = datamodule(EuroSATDataModule, root)
     other = datamodule(EuroSATDataModule, root, seed=1)
     assert all(again.splits[s].sources == dm.splits[s].sources for s in dm.splits)
     assert other.splits["test"].sources != dm.splits["test"].sources
-    assert list((root / "eurosat/2750/.cnnlab-cache").glob("images-64px-*.pt"))
+    assert len(list(cache_dir.glob("images-v*/2750-*-64px-*.npy"))) == 1  # one cache, shared by every seed
 
 
 def test_eurosat_missing_without_download_names_layout(tmp_path):
@@ -134,15 +136,16 @@ def test_model_inputs_augments_only_when_asked_and_normalizes(tmp_path):
     assert torch.allclose(flipped, plain.flip(3)) and torch.equal(same_labels, labels)
 
 
-def test_pil_path_gives_the_same_batches(tmp_path):
-    root = write_image_folder(tmp_path / "images")
-    (root / "blight" / "corrupt.jpg").unlink()  # the PIL path finds bad files per batch, so splits would differ
+def test_pil_path_gives_the_same_batches_and_splits(tmp_path):
+    root = write_image_folder(tmp_path / "images")  # with a corrupt file, listed by both paths alike
     cached = datamodule(ImageFolderDataModule, root, img_size=32, eval_batch_size=8)
     lazy = datamodule(ImageFolderDataModule, root, img_size=32, eval_batch_size=8, in_memory=False, num_workers=1)
     lazy_images, lazy_labels = next(iter(lazy.test_dataloader()))
     images, labels = next(iter(cached.test_dataloader()))
     assert lazy_images.dtype == images.dtype == torch.uint8 and lazy_images.shape == images.shape == (3, 3, 32, 32)
     assert torch.equal(lazy_labels, labels) and torch.equal(lazy_images, images)
+    assert all(lazy.splits[s].sources == cached.splits[s].sources for s in ("train", "val", "test"))
+    assert lazy.summary()["unreadable_files"] == cached.summary()["unreadable_files"] != {}
     assert lazy.on_after_batch_transfer((lazy_images, lazy_labels), 0)[0].dtype == torch.float32
 
 
@@ -156,28 +159,60 @@ def test_image_folder_skips_corrupt_and_converts_odd_modes(tmp_path, caplog):
     good = root / "blight" / "1.jpg"
     (root / "blight" / "truncated.jpg").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with caplog.at_level(logging.WARNING):
-        dm = datamodule(ImageFolderDataModule, root, img_size=24, output_dir=tmp_path / "run")
+        dm = datamodule(ImageFolderDataModule, root, img_size=24)
     assert sum(len(s) for s in dm.splits.values()) == 30 + 3
     assert set(dm.unreadable) == {"blight/corrupt.jpg", "blight/truncated.jpg", "rust/empty.png"}
     assert "skipped 3 unreadable" in caplog.text and "corrupt.jpg" in caplog.text
     assert decode_image(root / "rust" / "sixteen_bit.png", 8).min() == 255
     assert decode_image(root / "healthy" / "rgba.png", 8).shape == (8, 8, 3)
-    assert "blight/corrupt.jpg" in (tmp_path / "run/data/summary.json").read_text()
+    assert "blight/corrupt.jpg" in dm.summary()["unreadable_files"]
 
     with pytest.raises(DataError, match="corrupt.jpg"):
         datamodule(ImageFolderDataModule, root, img_size=24, strict=True)
 
 
-@pytest.mark.parametrize("problem", ["missing", "single_class", "empty_class"])
+def test_exif_orientation_is_applied_on_load(tmp_path):
+    """A phone photo: pixels stored landscape, an EXIF tag saying to turn it a quarter clockwise."""
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20] = (255, 0, 0)  # left half red
+    stored[:, 20:] = (0, 0, 255)  # right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    root = write_image_folder(tmp_path / "images")
+    photo = root / "healthy" / "phone.jpg"
+    Image.fromarray(stored).save(photo, exif=exif, quality=95)
+    assert Image.open(photo).getexif()[0x0112] == 6
+    upright = decode_image(photo, 16)  # the red half turned to the top
+    assert upright[:6, :, 0].min() > 200 and upright[:6, :, 2].max() < 60
+    assert upright[-6:, :, 2].min() > 200 and upright[-6:, :, 0].max() < 60
+    dm = datamodule(ImageFolderDataModule, root, img_size=16)
+    (split,) = (s for s in dm.splits.values() if "healthy/phone.jpg" in s.sources)
+    assert np.array_equal(split.images[split.sources.index("healthy/phone.jpg")].numpy(), upright.transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize("problem", ["missing", "single_class", "empty_class", "unreadable_class", "single_image"])
 def test_image_folder_clear_errors(tmp_path, problem):
+    """An empty class folder and one whose files are all unreadable are refused alike, naming the class;
+    a class too small to split names itself and the images per class the split needs."""
     root = tmp_path / "images"
     if problem != "missing":
-        write_image_folder(root, per_class=3, classes=("a",) if problem == "single_class" else ("a", "b"))
+        write_image_folder(root, per_class=10, classes=("a",) if problem == "single_class" else ("a", "b"))
     if problem == "empty_class":
         (root / "c").mkdir()
-    match = {"missing": "does not exist", "single_class": "at least 2", "empty_class": r"\['c'\].*no image files"}
-    with pytest.raises(DataError, match=match[problem]):
+    if problem == "unreadable_class":
+        (root / "c").mkdir()
+        for i in range(3):
+            (root / "c" / f"{i}.jpg").write_bytes(b"not an image")
+    if problem == "single_image":
+        (root / "c").mkdir()
+        Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "c" / "only.png")
+    match = {"missing": "does not exist", "single_class": "at least 2", "empty_class": r"\['c'\].*no image files",
+             "unreadable_class": r"(?s)\['c'\].*no readable image file, only 3 unreadable.*c/0\.jpg",
+             "single_image": r"class 'c' \(1 image\): too few images .* at least 10 images per class"}
+    with pytest.raises(DataError, match=match[problem]) as error:
         datamodule(ImageFolderDataModule, root, img_size=16)
+    if problem == "single_image":
+        assert "\n" not in str(error.value)
 
 
 def test_kfold_folds_disjoint_and_cover_everything(tmp_path):

@@ -3,15 +3,23 @@ mixed-precision and channels-last switches."""
 
 from __future__ import annotations
 
-from conftest import read_results, run_dirs
+import subprocess
+import sys
+
+from conftest import cli_env, read_results, run_dirs
+from fakedata import write_eurosat
 from hydra import compose, initialize_config_module
 
 
-def test_ddp_sweep_job_on_two_cpu_processes_writes_one_run_dir(cnnlab):
-    """A one-job multirun: the launcher's re-run of the job must land in that job's dir, not start a sweep."""
+def test_ddp_sweep_job_on_two_cpu_processes_writes_one_run_dir(cnnlab, cache_dir):
+    """A one-job multirun: the launcher's re-run of the job must land in that job's dir, not start a sweep.
+    Rank zero decodes the cache before the launcher starts rank one, which maps it."""
+    root = write_eurosat(cnnlab.cwd / "data")
     result = cnnlab("-m", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "debug=smoke",
-                    "trainer.max_epochs=2", "optim.lr=1e-3")
-    assert "Starting with 2 processes" in result.stdout + result.stderr
+                    "data=eurosat", f"data.root={root}", "data.img_size=32", "trainer.max_epochs=2", "optim.lr=1e-3")
+    output = result.stdout + result.stderr
+    assert "Starting with 2 processes" in output
+    assert output.count("decoding 100 images") == 1 and len(list(cache_dir.glob("images-v*/*.npy"))) == 1
     (run,) = run_dirs(cnnlab.cwd)
     assert run.name == "0" and [p.name for p in run.parent.iterdir() if p.is_dir()] == ["0"]
     assert list((cnnlab.cwd / "outputs").iterdir()) == [cnnlab.cwd / "outputs" / "multirun"]
@@ -20,6 +28,25 @@ def test_ddp_sweep_job_on_two_cpu_processes_writes_one_run_dir(cnnlab):
     assert 0.0 <= results["test/acc"] <= 1.0 and (run / "report").is_dir()
     epochs = [row.split(",")[0] for row in (run / "metrics.csv").read_text().splitlines()[1:]]
     assert epochs.count("1") == 2  # one val row and one train row for epoch 1: rank 0 alone logs
+
+
+def test_torchrun_starts_both_ranks_at_once_and_one_decodes(tmp_path, cache_dir):
+    """torchrun (as SLURM) starts every rank together: one decodes into the cache while the other waits
+    for it, both map it, and rank zero alone writes the run's data/ files."""
+    root = write_eurosat(tmp_path / "data")
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cnnlab.cli",
+         "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "debug=smoke", "test=false", "data=eurosat",
+         f"data.root={root}", "data.img_size=32", f"hydra.run.dir={run}"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    assert output.count("decoding 100 images") == 1 and output.count("memory-mapped 100 decoded images") == 2
+    results = read_results(run)
+    assert results["status"] == "completed" and results["world_size"] == 2
+    assert len((run / "data/train_files.txt").read_text().split()) == results["split_sizes"]["train"] == 60
 
 
 def test_joblib_runs_two_jobs_in_parallel(cnnlab):

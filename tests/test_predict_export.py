@@ -165,8 +165,10 @@ def test_exports_match_pytorch_for_each_model_family(family, tmp_path):
     if not (CONF_MODELS / f"{overrides[0].split('=')[1]}.yaml").exists():
         pytest.skip(f"{overrides[0]} has not landed")
     with initialize_config_module("cnnlab.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, "data.output_dir=null"])
-    module = build_module(cfg, build_datamodule(cfg)).eval()
+        cfg = compose("train", overrides=overrides)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup()
+    module = build_module(cfg, datamodule).eval()
     make_input_dependent(module.net, example_inputs(module, 32, seed=3))
     images = example_inputs(module, 5, seed=4)
     with torch.no_grad():

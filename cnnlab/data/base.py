@@ -3,8 +3,6 @@ the device the model trains on (train split only)."""
 
 from __future__ import annotations
 
-import json
-import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,25 +13,36 @@ from lightning.pytorch import LightningDataModule
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-log = logging.getLogger(__name__)
-
 SPLITS = ("train", "val", "test")
 
 
 @dataclass
 class Split:
-    """One split: images (N, C, H, W) uint8, labels (N,) int64, and where each image came from.
+    """One split: labels (N,) int64, where each image came from, and its uint8 images: rows ``rows`` of
+    ``pixels`` (M, C, H, W), all of ``pixels`` in order when ``rows`` is None. Splits share ``pixels``
+    (e.g. the memory-mapped cache of a whole folder) instead of each holding a copy.
 
-    ``images`` is None for splits served from files (``data.in_memory=false``); ``sources`` then holds
+    ``pixels`` is None for splits served from files (``data.in_memory=false``); ``sources`` then holds
     the paths, relative to the data root.
     """
 
-    images: torch.Tensor | None
+    pixels: torch.Tensor | None
     labels: torch.Tensor
     sources: list[str] = field(default_factory=list)
+    rows: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def images(self) -> torch.Tensor | None:
+        """The split's images (N, C, H, W), gathered into a new tensor when ``rows`` is set: take it once."""
+        return self.pixels if self.pixels is None or self.rows is None else self.pixels.index_select(0, self.rows)
+
+    def gather(self, index: torch.Tensor) -> torch.Tensor:
+        """The images at positions ``index`` of the split, as one new (B, C, H, W) tensor."""
+        # index_select: ~15x faster than advanced indexing (pixels[index]) on uint8 CPU tensors
+        return self.pixels.index_select(0, index if self.rows is None else self.rows.index_select(0, index))
 
 
 class TensorImageDataset(Dataset):
@@ -46,12 +55,12 @@ class TensorImageDataset(Dataset):
         return len(self.split)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.split.images[index], self.split.labels[index]
+        images, labels = self.__getitems__([index])
+        return images[0], labels[0]
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        # index_select: ~15x faster than advanced indexing (images[index]) on uint8 CPU tensors
         index = torch.as_tensor(indices, device=self.split.labels.device)
-        return self.split.images.index_select(0, index), self.split.labels.index_select(0, index)
+        return self.split.gather(index), self.split.labels.index_select(0, index)
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -104,7 +113,6 @@ class ImageDataModule(LightningDataModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         download: bool = False,
-        output_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -117,14 +125,14 @@ class ImageDataModule(LightningDataModule):
         self.mean = None if mean is None else torch.tensor(mean).view(1, -1, 1, 1)
         self.std = None if std is None else torch.tensor(std).view(1, -1, 1, 1)
         self.download = download
-        self.output_dir = None if output_dir is None else Path(output_dir)
         self.class_names: list[str] = []
         self.splits: dict[str, Split] = {}
         self._device_splits: dict[str, Split] = {}
 
     # -- what subclasses provide -------------------------------------------------------------
     def load_splits(self) -> dict[str, Split]:
-        """Return the train/val/test splits as uint8 tensors of size ``img_size``."""
+        """Return the train/val/test splits as uint8 images of size ``img_size``, from what
+        :meth:`prepare_data` left on disk; set ``class_names``. No files are written."""
         raise NotImplementedError
 
     @property
@@ -134,14 +142,20 @@ class ImageDataModule(LightningDataModule):
     # -- Lightning hooks ------------------------------------------------------------------------
     @property
     def num_classes(self) -> int:
-        self.setup()
+        if not self.class_names:
+            raise RuntimeError(f"{type(self).__name__}.num_classes is known after setup()")
         return len(self.class_names)
 
+    def prepare_data(self) -> None:
+        """Download (``download=true``) and decode into the cache what :meth:`setup` opens: Lightning's
+        once-per-node hook. Subclasses do it under file locks in the cache directory, so it may also be
+        called in every process (cnnlab/train.py does, before a process group exists): one process per
+        node does the work, the others wait for it and find it done."""
+
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        self.splits = self.load_splits()
-        self._log_and_save_summary()
+        """Open the prepared data and split it; no side effects (no downloads, no files written)."""
+        if not self.splits:
+            self.splits = self.load_splits()
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)
@@ -151,6 +165,10 @@ class ImageDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.eval_batch_size)
+
+    def evaluation_split(self, name: str) -> Split:
+        """The split with its images in memory, as reports on predictions need them."""
+        return self.splits[name]
 
     def dataset(self, split: str) -> Dataset:
         """The split as a dataset whose ``__getitems__`` returns a stacked (uint8 images, labels) batch."""
@@ -225,16 +243,3 @@ class ImageDataModule(LightningDataModule):
                 for name, split in self.splits.items()
             },
         }
-
-    def _log_and_save_summary(self) -> None:
-        summary = self.summary()
-        log.info("%s: %d classes, split sizes %s", type(self).__name__, len(self.class_names), summary["split_sizes"])
-        log.info("images per class: %s", summary["per_class"])
-        if self.output_dir is None:
-            return
-        data_dir = self.output_dir / "data"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        (data_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        for name, split in self.splits.items():
-            if split.sources:
-                (data_dir / f"{name}_files.txt").write_text("\n".join(split.sources) + "\n")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torchvision.datasets import CIFAR10
 
 from cnnlab.data.base import ImageDataModule, Split
-from cnnlab.data.download import download_or_explain
+from cnnlab.data.download import download_once
 from cnnlab.data.errors import DataError
 from cnnlab.data.splits import stratified_holdout
 
@@ -31,21 +31,30 @@ class CIFAR10DataModule(ImageDataModule):
         super().__init__(**kwargs)
         self.val_fraction = val_fraction
 
-    def load_splits(self) -> dict[str, Split]:
+    @property
+    def layout(self) -> str:
+        return f"{self.root / _CIFAR10Files.base_folder}/{{data_batch_1..5, test_batch, batches.meta}}  (the unpacked {_CIFAR10Files.filename})"
+
+    def _is_present(self) -> bool:
         folder = self.root / _CIFAR10Files.base_folder
-        layout = f"{folder}/{{data_batch_1..5, test_batch, batches.meta}}  (the unpacked {_CIFAR10Files.filename})"
+        return all((folder / name).is_file() for name, _ in [*_CIFAR10Files.train_list, *_CIFAR10Files.test_list])
+
+    def prepare_data(self) -> None:
         if self.download:
-            download_or_explain("CIFAR-10", CIFAR10.url, layout, lambda: _CIFAR10Files(self.root, download=True))
+            download_once(self.root, self._is_present, "CIFAR-10", CIFAR10.url, self.layout,
+                          lambda: _CIFAR10Files(self.root, download=True))
+
+    def load_splits(self) -> dict[str, Split]:
         try:
             train, test = _CIFAR10Files(self.root, train=True), _CIFAR10Files(self.root, train=False)
         except RuntimeError as error:
             raise DataError(
-                f"CIFAR-10 is not in {folder} and data.download=false. Set data.download=true to fetch it "
-                f"from {CIFAR10.url}, or place it as:\n  {layout}"
+                f"CIFAR-10 is not in {self.root / _CIFAR10Files.base_folder} and data.download=false. Set "
+                f"data.download=true to fetch it from {CIFAR10.url}, or place it as:\n  {self.layout}"
             ) from error
         self.class_names = list(train.classes)
         train_labels = np.asarray(train.targets)
-        keep, val = stratified_holdout(train_labels, self.val_fraction, self.seed)
+        keep, val = stratified_holdout(train_labels, self.val_fraction, self.seed, self.class_names)
         train_images, test_images = self._to_tensor(train.data), self._to_tensor(test.data)
         return {
             "train": self._split(train_images, train_labels, keep, "train"),
@@ -68,4 +77,4 @@ class CIFAR10DataModule(ImageDataModule):
     def _split(images: torch.Tensor, labels: np.ndarray, index: np.ndarray, part: str) -> Split:
         # sources name an image by its position in the concatenated batch files of its part
         sources = [f"{_CIFAR10Files.base_folder}/{part}[{i}]" for i in index]
-        return Split(images[torch.from_numpy(index)], torch.from_numpy(labels[index]), sources)
+        return Split(images, torch.from_numpy(labels[index]), sources, torch.from_numpy(index))

@@ -28,8 +28,8 @@ class DigitsDataModule(ImageDataModule):
         images = F.interpolate(images, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
         images = (images.clamp(0, 1) * 255).round().to(torch.uint8).repeat(1, 3, 1, 1)
         labels = torch.from_numpy(digits.target).long()
-        indices = stratified_split(digits.target, self.fractions, self.seed)
+        indices = stratified_split(digits.target, self.fractions, self.seed, self.class_names)
         return {
-            name: Split(images[idx], labels[idx], [f"digits[{i}]" for i in idx])
+            name: Split(images, labels[idx], [f"digits[{i}]" for i in idx], torch.from_numpy(idx))
             for name, idx in zip(("train", "val", "test"), indices)
         }

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torchvision.datasets import EuroSAT
 
 from cnnlab.data.base import Split
-from cnnlab.data.download import download_or_explain
+from cnnlab.data.download import download_once
 from cnnlab.data.errors import DataError
 from cnnlab.data.folder import FolderDataModule
-from cnnlab.data.images import scan_class_folders
+from cnnlab.data.images import ImageFiles, scan_class_folders
 from cnnlab.data.splits import stratified_split
 
 # the archive torchvision's EuroSAT.download fetches; named in the offline error
@@ -23,18 +25,29 @@ class EuroSATDataModule(FolderDataModule):
         super().__init__(**kwargs)
         self.fractions = tuple(fractions)
 
+    @property
+    def folder(self) -> Path:
+        return self.root / "eurosat" / "2750"
+
+    @property
+    def layout(self) -> str:
+        return f"{self.folder}/<Class>/<Class>_<n>.jpg  (10 class folders, e.g. AnnualCrop/AnnualCrop_1.jpg)"
+
+    def prepare_data(self) -> None:
+        if self.download:
+            download_once(self.root, self.folder.is_dir, "EuroSAT", EUROSAT_URL, self.layout,
+                          lambda: EuroSAT(self.root, download=True))
+        super().prepare_data()
+
+    def scan(self) -> list[ImageFiles]:
+        if not self.folder.is_dir():
+            raise DataError(
+                f"EuroSAT is not in {self.folder} and data.download=false. Set data.download=true to fetch it "
+                f"from {EUROSAT_URL}, or place it as:\n  {self.layout}"
+            )
+        return [scan_class_folders(self.root, self.folder, self.layout)]
+
     def load_splits(self) -> dict[str, Split]:
-        folder = self.root / "eurosat" / "2750"
-        layout = f"{folder}/<Class>/<Class>_<n>.jpg  (10 class folders, e.g. AnnualCrop/AnnualCrop_1.jpg)"
-        if not folder.is_dir():
-            if not self.download:
-                raise DataError(
-                    f"EuroSAT is not in {folder} and data.download=false. Set data.download=true to fetch it "
-                    f"from {EUROSAT_URL}, or place it as:\n  {layout}"
-                )
-            download_or_explain("EuroSAT", EUROSAT_URL, layout, lambda: EuroSAT(self.root, download=True))
-        files = scan_class_folders(self.root, folder, layout)
-        self.class_names = files.class_names
-        images, files = self.read(files)
-        indices = stratified_split(files.labels, self.fractions, self.seed)
-        return {name: self.take(images, files, idx) for name, idx in zip(("train", "val", "test"), indices)}
+        (decoded,) = self.read_files()
+        indices = stratified_split(decoded.files.labels, self.fractions, self.seed, self.class_names)
+        return {name: decoded.take(idx) for name, idx in zip(("train", "val", "test"), indices)}

@@ -8,7 +8,7 @@ import numpy as np
 from cnnlab.data.base import Split
 from cnnlab.data.errors import DataError
 from cnnlab.data.folder import FolderDataModule
-from cnnlab.data.images import scan_class_folders
+from cnnlab.data.images import ImageFiles, scan_class_folders
 from cnnlab.data.splits import stratified_holdout
 
 SOURCES = "https://www.kaggle.com/datasets/moltean/fruits or https://github.com/fruits-360/fruits-360-100x100"
@@ -21,7 +21,7 @@ class Fruits360DataModule(FolderDataModule):
         super().__init__(**kwargs)
         self.val_fraction = val_fraction
 
-    def load_splits(self) -> dict[str, Split]:
+    def scan(self) -> list[ImageFiles]:
         layout = f"{self.root}/Training/<Class>/*.jpg and {self.root}/Test/<Class>/*.jpg"
         if not (self.root / "Training").is_dir() or not (self.root / "Test").is_dir():
             raise DataError(
@@ -30,13 +30,9 @@ class Fruits360DataModule(FolderDataModule):
                 f"that holds Training/ and Test/."
             )
         train_files = scan_class_folders(self.root, self.root / "Training", layout)
-        test_files = scan_class_folders(self.root, self.root / "Test", layout, train_files.class_names)
-        self.class_names = train_files.class_names
-        train_images, train_files = self.read(train_files)
-        test_images, test_files = self.read(test_files)
-        keep, val = stratified_holdout(train_files.labels, self.val_fraction, self.seed)
-        return {
-            "train": self.take(train_images, train_files, keep),
-            "val": self.take(train_images, train_files, val),
-            "test": self.take(test_images, test_files, np.arange(len(test_files.paths))),
-        }
+        return [train_files, scan_class_folders(self.root, self.root / "Test", layout, train_files.class_names)]
+
+    def load_splits(self) -> dict[str, Split]:
+        train, test = self.read_files()
+        keep, val = stratified_holdout(train.files.labels, self.val_fraction, self.seed, self.class_names)
+        return {"train": train.take(keep), "val": train.take(val), "test": test.take(np.arange(len(test.files.paths)))}

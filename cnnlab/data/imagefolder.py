@@ -10,8 +10,8 @@ from torch import nn
 from cnnlab.data.base import Split
 from cnnlab.data.errors import DataError
 from cnnlab.data.folder import FolderDataModule
-from cnnlab.data.images import scan_class_folders
-from cnnlab.data.splits import kfold_split, stratified_holdout, stratified_split
+from cnnlab.data.images import ImageFiles, scan_class_folders
+from cnnlab.data.splits import kfold_split, stratified_split
 
 EXPAND_CHUNK = 256  # images augmented at once while expanding
 
@@ -40,13 +40,14 @@ class ImageFolderDataModule(FolderDataModule):
         self.expand = expand
         self.expand_augment = expand_augment
 
-    def load_splits(self) -> dict[str, Split]:
+    def scan(self) -> list[ImageFiles]:
         layout = f"{self.root}/<Class>/<image>.jpg|png|...  (one folder per class, at least 2 classes)"
-        files = scan_class_folders(self.root, self.root, layout)
-        self.class_names = files.class_names
-        images, files = self.read(files)
-        train, val, test = self.split_indices(files.labels)
-        splits = {"train": self.take(images, files, train), "val": self.take(images, files, val), "test": self.take(images, files, test)}
+        return [scan_class_folders(self.root, self.root, layout)]
+
+    def load_splits(self) -> dict[str, Split]:
+        (decoded,) = self.read_files()
+        train, val, test = self.split_indices(decoded.files.labels)
+        splits = {"train": decoded.take(train), "val": decoded.take(val), "test": decoded.take(test)}
         if self.expand > 1:
             splits["train"] = self.expanded(splits["train"])
         return splits
@@ -54,25 +55,22 @@ class ImageFolderDataModule(FolderDataModule):
     def split_indices(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Train, val and test indices into ``labels``."""
         if not self.num_folds:
-            return stratified_split(labels, self.fractions, self.seed)
-        train, held_out = kfold_split(labels, self.num_folds, self.fold, self.seed)
-        _, val_frac, test_frac = self.fractions
-        val, test = stratified_holdout(labels[held_out], test_frac / (val_frac + test_frac), self.seed)
-        return train, held_out[val], held_out[test]
+            return stratified_split(labels, self.fractions, self.seed, self.class_names)
+        return kfold_split(labels, self.num_folds, self.fold, self.fractions, self.seed, self.class_names)
 
     def expanded(self, split: Split) -> Split:
         """``split`` followed by ``expand - 1`` augmented copies of each of its images (seeded)."""
-        if split.images is None:
+        if split.pixels is None:
             raise DataError("data.expand needs the decoded images in memory; drop data.in_memory=false")
         if self.expand_augment is None:
             raise DataError("data.expand needs data.expand_augment (e.g. data/augment@data.expand_augment=eurosat)")
-        copies = []
+        images, copies = split.images, []
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             for _ in range(self.expand - 1):
                 copies += [
                     (self.expand_augment(self.to_float(chunk)).clamp(0, 1) * 255).round().to(torch.uint8)
-                    for chunk in split.images.split(EXPAND_CHUNK)
+                    for chunk in images.split(EXPAND_CHUNK)
                 ]
         sources = split.sources + [f"{s}#copy{k}" for k in range(1, self.expand) for s in split.sources]
-        return Split(torch.cat([split.images, *copies]), split.labels.repeat(self.expand), sources)
+        return Split(torch.cat([images, *copies]), split.labels.repeat(self.expand), sources)

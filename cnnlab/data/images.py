@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from cnnlab.data.errors import DataError
@@ -47,8 +47,9 @@ def scan_class_folders(root: Path, folder: Path, layout: str, class_names: Seque
     """Every image file below ``folder/<Class>/``, sorted; classes are the sub-folders (sorted), or
     ``class_names`` when given (e.g. a test tree labelled like its training tree).
 
-    Hidden files and folders (the cache among them) are ignored. A missing folder, an empty class
-    folder or fewer than two classes raise :class:`DataError` quoting the expected ``layout``.
+    Hidden files and folders (e.g. the ``.cnnlab-cache/`` earlier versions wrote there) are ignored. A
+    missing folder, an empty class folder or fewer than two classes raise :class:`DataError` quoting the
+    expected ``layout``.
     """
     root, folder = Path(root), Path(folder)
     if not folder.is_dir():
@@ -77,10 +78,12 @@ def scan_class_folders(root: Path, folder: Path, layout: str, class_names: Seque
 
 
 def decode_image(path: Path, img_size: int) -> np.ndarray:
-    """(img_size, img_size, 3) uint8 RGB. Grayscale, palette, RGBA and CMYK become RGB (alpha dropped);
-    16-bit images are scaled to 8 bits. Raises one of ``UNREADABLE_IMAGE_ERRORS`` for bad files."""
+    """(img_size, img_size, 3) uint8 RGB, upright: a JPEG's EXIF orientation (phone photos) is applied.
+    Grayscale, palette, RGBA and CMYK become RGB (alpha dropped); 16-bit images are scaled to 8 bits.
+    Raises one of ``UNREADABLE_IMAGE_ERRORS`` for bad files."""
     with Image.open(path) as image:
         image.load()
+        image = ImageOps.exif_transpose(image)
         if image.mode in SIXTEEN_BIT_MODES:
             image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257).clip(0, 255).round().astype(np.uint8))
         elif image.mode == "P":

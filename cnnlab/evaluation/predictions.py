@@ -54,16 +54,17 @@ def collect_predictions(
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
+    images = split.images  # gathered once
     with autocast(precision, device):
         logits = [
-            net(preprocess(split.images[start : start + batch_size].to(device), preprocessing)).float().cpu()
+            net(preprocess(images[start : start + batch_size].to(device), preprocessing)).float().cpu()
             for start in range(0, len(split), batch_size)
         ]
     net.train(was_training)
     return Predictions(
         logits=torch.cat(logits).numpy() if logits else np.zeros((0, len(class_names)), np.float32),
         labels=split.labels.cpu().numpy(),
-        images=split.images.cpu().numpy(),
+        images=images.cpu().numpy(),
         class_names=list(class_names),
         sources=list(split.sources) or [str(i) for i in range(len(split))],
     )

@@ -188,7 +188,7 @@ def write_run_report(
     ``test/auroc_macro`` to ``results`` and shows the report in W&B when a WandbLogger is attached."""
     hparams = module.hparams
     predictions = collect_predictions(
-        module, datamodule.splits["test"], hparams.preprocessing, datamodule.class_names, datamodule.eval_batch_size,
+        module, datamodule.evaluation_split("test"), hparams.preprocessing, datamodule.class_names, datamodule.eval_batch_size,
         precision=run_precision_of(results),
     )
     report = write_report(

@@ -1,4 +1,4 @@
-"""Multi-process runs (``trainer=ddp``): one output dir per run, and files written by rank 0 only.
+"""Multi-process runs (``trainer=ddp``): one output dir per run, and results.json written by rank 0 only.
 
 Lightning's DDP launcher starts the other local ranks by re-running this command (``sys.argv``) with
 ``hydra.run.dir=<HydraConfig.run.dir>`` appended. Two things break that for cnnlab: ``run.dir`` holds
@@ -25,8 +25,9 @@ def pin_run_dir() -> None:
 
 
 def is_global_zero() -> bool:
-    """Whether this process is global rank 0 (or not distributed), judged from the launchers' variables:
-    the file-writing parts of a run happen on that process only."""
+    """Whether this process is global rank 0 (or not distributed), judged from the launchers' variables,
+    for results.json, which a run writes before its Trainer exists (and if building that fails); once it
+    exists, ``trainer.is_global_zero`` says it."""
     rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID")
     if rank is not None:
         return int(rank) == 0
