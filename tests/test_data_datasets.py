@@ -241,6 +241,24 @@ def test_expand_augments_copies_of_training_images_only(tmp_path):
         assert dm.splits[split].sources == plain.splits[split].sources
 
 
+def test_expand_before_split_puts_copies_of_one_photo_on_both_sides(tmp_path):
+    root = write_image_folder(tmp_path / "images")
+    leaking = datamodule(ImageFolderDataModule, root, img_size=16, expand=4, expand_before_split=True,
+                         expand_augment=BatchAugment(hflip=1.0))
+    sizes = {k: len(v) for k, v in leaking.splits.items()}
+    assert sum(sizes.values()) == 4 * 30 and sizes["train"] == 96  # 80 % of the 120 expanded images
+    photo = lambda source: source.split("#")[0]  # noqa: E731
+    trained = {photo(s) for s in leaking.splits["train"].sources}
+    held_out = {photo(s) for split in ("val", "test") for s in leaking.splits[split].sources}
+    assert trained & held_out  # the leak S1's order has
+    clean = datamodule(ImageFolderDataModule, root, img_size=16, expand=4, expand_augment=BatchAugment(hflip=1.0))
+    assert not {photo(s) for s in clean.splits["train"].sources} & set(clean.splits["val"].sources + clean.splits["test"].sources)
+    # each image keeps its pixels through the split: a copy is its photo flipped, wherever the photo went
+    images = {s: image for split in leaking.splits.values() for s, image in zip(split.sources, split.images)}
+    copies = [s for s in images if s.endswith("#copy1") and photo(s) in images]
+    assert copies and all(torch.equal(images[s], images[photo(s)].flip(-1)) for s in copies)
+
+
 # -- CIFAR-10 and Fruits-360 --------------------------------------------------------------------------
 def test_cifar10_pickles(tmp_path):
     root = write_cifar10(tmp_path)
@@ -254,6 +272,17 @@ def test_cifar10_pickles(tmp_path):
     assert datamodule(CIFAR10DataModule, root, seed=1).splits["val"].sources != dm.splits["val"].sources
     with pytest.raises(DataError, match="cifar-10-batches-py"):
         datamodule(CIFAR10DataModule, tmp_path / "nowhere", download=False)
+
+
+def test_cifar10_validation_as_keras_validation_split_and_as_the_test_set(tmp_path):
+    root = write_cifar10(tmp_path)
+    last = datamodule(CIFAR10DataModule, root, validation="last")
+    assert last.splits["train"].sources == [f"cifar-10-batches-py/train[{i}]" for i in range(80)]
+    assert last.splits["val"].sources == [f"cifar-10-batches-py/train[{i}]" for i in range(80, 100)]
+    on_test = datamodule(CIFAR10DataModule, root, validation="test")
+    assert len(on_test.splits["train"]) == 100
+    assert on_test.splits["val"].sources == on_test.splits["test"].sources and len(on_test.splits["val"]) == 20
+    assert torch.equal(on_test.splits["val"].images, on_test.splits["test"].images)
 
 
 def test_fruits360_folders(tmp_path):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import nn
@@ -38,6 +39,12 @@ class Split:
     def images(self) -> torch.Tensor | None:
         """The split's images (N, C, H, W), gathered into a new tensor when ``rows`` is set: take it once."""
         return self.pixels if self.pixels is None or self.rows is None else self.pixels.index_select(0, self.rows)
+
+    def subset(self, index: np.ndarray) -> Split:
+        """The split of the images at positions ``index`` of this one, sharing its ``pixels``."""
+        index = torch.as_tensor(index)
+        rows = index if self.rows is None else self.rows.index_select(0, index)
+        return Split(self.pixels, self.labels.index_select(0, index), [self.sources[i] for i in index.tolist()], rows)
 
     def gather(self, index: torch.Tensor) -> torch.Tensor:
         """The images at positions ``index`` of the split, as one new (B, C, H, W) tensor."""

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,11 +28,21 @@ class _CIFAR10Files(CIFAR10):
 
 class CIFAR10DataModule(ImageDataModule):
     """The 50,000 training images less a seeded stratified ``val_fraction`` for validation; the
-    10,000 test images. Resized (bilinear, antialiased) when ``img_size`` is not 32."""
+    10,000 test images. Resized (bilinear, antialiased) when ``img_size`` is not 32.
 
-    def __init__(self, val_fraction: float = 0.2, **kwargs) -> None:
+    ``validation`` says where validation images come from: ``holdout``, a seeded stratified ``val_fraction``
+    of the training images; ``last``, the last ``val_fraction`` of them in file order, unshuffled, as Keras'
+    ``model.fit(validation_split=...)`` takes them (S2's fits); ``test``, the 10,000 test images while all
+    50,000 train, S2's search protocol (``validation_data=(x_test, y_test)``), where whatever selects on
+    validation (early stopping, checkpoints, a search's score) selects on the test set.
+    """
+
+    def __init__(
+        self, val_fraction: float = 0.2, validation: Literal["holdout", "last", "test"] = "holdout", **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.val_fraction = val_fraction
+        self.validation = validation
 
     @property
     def layout(self) -> str:
@@ -53,13 +66,21 @@ class CIFAR10DataModule(ImageDataModule):
                 f"data.download=true to fetch it from {CIFAR10.url}, or place it as:\n  {self.layout}"
             ) from error
         self.class_names = list(train.classes)
-        train_labels = np.asarray(train.targets)
-        keep, val = stratified_holdout(train_labels, self.val_fraction, self.seed, self.class_names)
+        train_labels, test_labels = np.asarray(train.targets), np.asarray(test.targets)
         train_images, test_images = self._to_tensor(train.data), self._to_tensor(test.data)
+        test_split = self._split(test_images, test_labels, np.arange(len(test_labels)), "test")
+        if self.validation == "test":
+            return {"train": self._split(train_images, train_labels, np.arange(len(train_labels)), "train"),
+                    "val": test_split, "test": test_split}
+        if self.validation == "last":
+            cut = math.floor(len(train_labels) * (1.0 - self.val_fraction))  # Keras' train_validation_split
+            keep, val = np.arange(cut), np.arange(cut, len(train_labels))
+        else:
+            keep, val = stratified_holdout(train_labels, self.val_fraction, self.seed, self.class_names)
         return {
             "train": self._split(train_images, train_labels, keep, "train"),
             "val": self._split(train_images, train_labels, val, "train"),
-            "test": self._split(test_images, np.asarray(test.targets), np.arange(len(test.targets)), "test"),
+            "test": test_split,
         }
 
     def _to_tensor(self, data: np.ndarray) -> torch.Tensor:

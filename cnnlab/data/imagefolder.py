@@ -21,7 +21,9 @@ class ImageFolderDataModule(FolderDataModule):
     fold ``fold`` as training and the other fold shared by val and test in the ratio of ``fractions``.
 
     ``expand=k`` (S1: 4) materializes k-1 copies of each *training* image through ``expand_augment``
-    before training (seeded), so validation and test never hold augmented images.
+    before training (seeded), so validation and test never hold augmented images. ``expand_before_split``
+    is S1's order instead: every image expanded first, the copies then split with the originals, so copies
+    of one photo land on both sides of the split and validation and test scores are optimistic (a leak).
     """
 
     def __init__(
@@ -31,6 +33,7 @@ class ImageFolderDataModule(FolderDataModule):
         fold: int = 0,
         expand: int = 1,
         expand_augment: nn.Module | None = None,
+        expand_before_split: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -39,6 +42,7 @@ class ImageFolderDataModule(FolderDataModule):
         self.fold = fold
         self.expand = expand
         self.expand_augment = expand_augment
+        self.expand_before_split = expand_before_split
 
     def scan(self) -> list[ImageFiles]:
         layout = f"{self.root}/<Class>/<image>.jpg|png|...  (one folder per class, at least 2 classes)"
@@ -46,6 +50,10 @@ class ImageFolderDataModule(FolderDataModule):
 
     def load_splits(self) -> dict[str, Split]:
         (decoded,) = self.read_files()
+        if self.expand > 1 and self.expand_before_split:
+            everything = self.expanded(decoded.take(np.arange(len(decoded.files.paths))))
+            indices = self.split_indices(everything.labels.numpy())
+            return {name: everything.subset(index) for name, index in zip(("train", "val", "test"), indices)}
         train, val, test = self.split_indices(decoded.files.labels)
         splits = {"train": decoded.take(train), "val": decoded.take(val), "test": decoded.take(test)}
         if self.expand > 1:
