@@ -12,7 +12,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cnnlab.errors import CnnlabError
-from cnnlab.training.allocator import relaunch_with_huge_pages
 from cnnlab.training.distributed import pin_run_dir
 
 log = logging.getLogger(__name__)
@@ -27,7 +26,7 @@ def main(cfg: DictConfig) -> float | None:
     metrics: the Optuna sweeper records None as a failed trial and goes on, while a NaN makes its error
     path raise and end the whole study (hydra-optuna-sweeper 1.2 with optuna 2.10).
     """
-    from cnnlab.train import train  # torch and Lightning: after --help, --cfg and the huge-pages restart
+    from cnnlab.train import train  # torch and Lightning: only after --help and --cfg
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     pin_run_dir()  # a DDP launcher's re-run of this job writes to this job's output dir
@@ -48,5 +47,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    relaunch_with_huge_pages(sys.argv[1:])
     main()
