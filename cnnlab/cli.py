@@ -12,7 +12,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cnnlab.errors import CnnlabError
-from cnnlab.training.allocator import relaunch_with_huge_pages
 from cnnlab.training.distributed import pin_run_dir
 
 log = logging.getLogger(__name__)
@@ -27,7 +26,7 @@ def main(cfg: DictConfig) -> float | None:
     metrics: the Optuna sweeper records None as a failed trial and goes on, while a NaN makes its error
     path raise and end the whole study (hydra-optuna-sweeper 1.2 with optuna 2.10).
     """
-    from cnnlab.cross_validation import cross_validate  # torch and Lightning: after --help, --cfg and the huge-pages restart
+    from cnnlab.cross_validation import cross_validate  # torch and Lightning: only after --help and --cfg
     from cnnlab.train import train
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -49,5 +48,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    relaunch_with_huge_pages(sys.argv[1:])
     main()

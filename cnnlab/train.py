@@ -24,7 +24,7 @@ from cnnlab.evaluation.data_plots import start_data_plots
 from cnnlab.evaluation import plots
 from cnnlab.evaluation.report import read_history, write_run_report
 from cnnlab.evaluation.wandb_views import finish_wandb, log_config, prepare_wandb
-from cnnlab.training.allocator import HUGE_PAGES, keep_freed_memory, malloc_tuned
+from cnnlab.training.allocator import huge_pages_requested, keep_freed_memory, malloc_tuned, preloaded_allocator
 from cnnlab.training.callbacks import EpochTimer
 from cnnlab.training.distributed import is_global_zero
 from cnnlab.training.freeze import trainable_base_params
@@ -32,7 +32,6 @@ from cnnlab.models.complexity import count_macs
 from cnnlab.training.module import ImageClassifier
 from cnnlab.training.precision import run_precision
 from cnnlab.training.checkpoints import check_compatible, load_checkpoint, resolve_checkpoint
-from cnnlab.training.cuda_check import skip_unloadable_nvml_check
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +124,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         validate(cfg)
         if cfg.get("tune_malloc"):
             keep_freed_memory()
-        skip_unloadable_nvml_check()
         ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)
         L.seed_everything(cfg.seed, workers=True)
         callbacks = _instantiate_all(cfg.get("callbacks"))
@@ -153,7 +151,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 "channels_last": module.channels_last,
                 "compile": bool(cfg.model.get("compile", False)),
                 "malloc_tuned": malloc_tuned(),
-                "huge_pages": HUGE_PAGES,
+                "huge_pages": huge_pages_requested(),
+                "preloaded_allocator": preloaded_allocator(),
             },
         )
         log_config(trainer.loggers, cfg)

@@ -1,6 +1,7 @@
 """tune_malloc: freed tensor memory stays in the process, so a training loop's activation buffers are not
-page-faulted in again every step, and the commands restart once so that malloc asks for huge pages.
-Checked in fresh processes by counting page faults and huge pages (the settings are process-wide)."""
+page-faulted in again every step; the allocator opt-ins of the environment (huge pages, jemalloc/tcmalloc)
+are recorded as they are, never set by cnnlab. Checked in fresh processes by counting page faults and huge
+pages (the settings are process-wide)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,19 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from cnnlab.training.allocator import huge_pages_help
+from cnnlab.training.allocator import HUGE_PAGES_TUNABLE, preloaded_allocator
+from conftest import read_results, run_dirs
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tunes glibc's malloc")
+
+# Debian's packages libjemalloc2 and libtcmalloc-minimal4, where installed
+JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
+THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 # a small CNN training on one batch of sys.argv[2] images (activations of 0.5 MiB per image); prints the
 # page faults of steps 6-15
@@ -44,19 +52,19 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-# a command's start: restart for huge pages, then 64 MiB of tensor memory; prints what it got
-COMMAND_START = """
-import sys, torch
-from cnnlab.training.allocator import HUGE_PAGES, relaunch_with_huge_pages
-relaunch_with_huge_pages(sys.argv[1:])
+# 64 MiB of tensor memory; prints what this process records and how much of it is in huge pages
+ALLOCATE = """
+from cnnlab.training.allocator import huge_pages_requested, keep_freed_memory, preloaded_allocator
+import torch
 memory = torch.ones(16 * 2**20)
-print(HUGE_PAGES, open("/proc/self/smaps_rollup").read().split("AnonHugePages:")[1].split()[0])
+print(huge_pages_requested(), preloaded_allocator(), keep_freed_memory(),
+      open("/proc/self/smaps_rollup").read().split("AnonHugePages:")[1].split()[0])
 """
 
 
-def run_python(code: str, *args: str) -> list[str]:
-    """stdout's words of ``python -c code args``, started with glibc's default tunables."""
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+def run_python(code: str, *args: str, **env_extra: str) -> list[str]:
+    """stdout's words of ``python -c code args``, started with glibc's default tunables plus ``env_extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD")} | env_extra
     run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, env=env)
     return run.stdout.split()
 
@@ -74,9 +82,48 @@ def test_tuned_malloc_stops_refaulting_activation_buffers(batch):
     assert tuned < default / 10
 
 
-@pytest.mark.skipif(not huge_pages_help(), reason="needs glibc 2.35+ and the kernel's THP mode 'madvise'")
-def test_a_command_restarts_once_with_huge_pages_unless_tune_malloc_is_off():
-    requested, huge_kib = run_python(COMMAND_START, "data=eurosat")
-    assert requested == "True" and int(huge_kib) >= 32 * 1024  # at least half of the 64 MiB in 2 MiB pages
-    requested, huge_kib = run_python(COMMAND_START, "data=eurosat", "tune_malloc=false")
-    assert requested == "False" and int(huge_kib) < 8 * 1024
+def thp_on_request() -> bool:
+    """Whether the kernel gives transparent huge pages to memory that asks (mode ``madvise``) and glibc can ask
+    (2.35+)."""
+    version = tuple(int(part) for part in platform.libc_ver()[1].split(".")[:2])
+    return THP_MODE.exists() and "[madvise]" in THP_MODE.read_text() and version >= (2, 35)
+
+
+def test_huge_pages_only_when_the_environment_asks():
+    requested, _, _, huge_kib = run_python(ALLOCATE)
+    assert requested == "False"
+    if thp_on_request():
+        assert int(huge_kib) < 8 * 1024  # cnnlab does not ask by itself
+        requested, _, _, huge_kib = run_python(ALLOCATE, GLIBC_TUNABLES=HUGE_PAGES_TUNABLE)
+        assert requested == "True" and int(huge_kib) >= 32 * 1024  # at least half of the 64 MiB in 2 MiB pages
+
+
+@pytest.mark.parametrize("library, name", [(JEMALLOC, "jemalloc"), (TCMALLOC, "tcmalloc")])
+def test_a_preloaded_allocator_is_recognized_and_left_untuned(library, name):
+    if not library.exists():
+        pytest.skip(f"{library} is not installed")
+    _, preloaded, tuned, _ = run_python(ALLOCATE, LD_PRELOAD=str(library))
+    assert preloaded == name and tuned == "False"  # mallopt would set the thresholds of a malloc nobody calls
+    _, preloaded, tuned, _ = run_python(ALLOCATE)
+    assert preloaded == "None" and tuned == "True"
+
+
+def test_preloaded_allocator_reads_the_process_mappings(tmp_path):
+    maps = tmp_path / "maps"
+    libc = "7f0000000000-7f0000001000 r-xp 00000000 08:01 42 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+    maps.write_text(libc + "7f0000002000-7f0000003000 rw-p 00000000 00:00 0 [heap]\n")
+    assert preloaded_allocator(maps) is None
+    maps.write_text(libc + "7f0000004000-7f0000005000 r-xp 00000000 08:01 43 /opt/lib/libtcmalloc_minimal.so.4.5.10\n")
+    assert preloaded_allocator(maps) == "tcmalloc"
+    assert preloaded_allocator(tmp_path / "missing") is None
+
+
+def test_a_run_records_the_allocator_opt_ins_of_its_environment(cnnlab):
+    """results.json says what the run was started with: the huge-pages tunable, and jemalloc where installed."""
+    env = {"GLIBC_TUNABLES": HUGE_PAGES_TUNABLE} | ({"LD_PRELOAD": str(JEMALLOC)} if JEMALLOC.exists() else {})
+    cnnlab("debug=smoke", "test=false", **env)
+    (run,) = run_dirs(cnnlab.cwd)
+    runtime = read_results(run)["runtime"]
+    assert runtime["huge_pages"] is True
+    assert runtime["preloaded_allocator"] == ("jemalloc" if JEMALLOC.exists() else None)
+    assert runtime["malloc_tuned"] is not JEMALLOC.exists()

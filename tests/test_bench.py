@@ -1,34 +1,56 @@
-"""cnnlab-bench on tiny settings: every mode runs, the JSON holds every figure, the generated folder is
-in EuroSAT's layout. No timed assertions: the figures themselves are the benchmark's output."""
+"""The training benchmark (benchmarks/bench.py, run from a checkout) on tiny settings: every mode runs, the
+JSON holds every figure, the generated folder is in EuroSAT's layout. No timed assertions: the figures
+themselves are the benchmark's output."""
 
 from __future__ import annotations
 
 import json
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from cnnlab.bench import DEFAULT_MODES, EUROSAT_CLASSES, conventional_transform, main, make_eurosat_folder
 from cnnlab.data.eurosat import EuroSATDataModule
+from cnnlab.training.allocator import huge_pages_requested, preloaded_allocator
 from cnnlab.training.precision import cpu_supports_bf16
+
+BENCH_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+sys.path.insert(0, str(BENCH_SCRIPT.parent))  # the benchmark is a script beside the package, not part of it
+from bench import DEFAULT_MODES, EUROSAT_CLASSES, conventional_transform, main, make_eurosat_folder  # noqa: E402
 
 TINY = ["--img-size", "32", "--images", "60", "--batch-size", "8", "--epochs", "2", "--windows", "2",
         "--window-steps", "1", "--warmup", "1", "--workers", "1"]
 
 
+def bench_args(tmp_path: Path, *args: str, settings: list[str] = TINY) -> list[str]:
+    return [*settings, "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "bench.json"), *args]
+
+
 def run_bench(tmp_path: Path, *args: str, settings: list[str] = TINY) -> dict:
-    output = tmp_path / "bench.json"
-    main([*settings, "--data-dir", str(tmp_path / "data"), "--output", str(output), *args])
-    return json.loads(output.read_text())
+    """The benchmark's ``main`` in this process (for tests that patch what it calls)."""
+    main(bench_args(tmp_path, *args, settings=settings))
+    return json.loads((tmp_path / "bench.json").read_text())
 
 
-def test_every_mode_runs_and_the_json_has_the_fields(tmp_path, capsys):
-    results = run_bench(tmp_path, "--model", "cnn_baseline_s4 model.net.dropout=0.1", "--rounds", "2")
+def run_bench_script(tmp_path: Path, *args: str) -> tuple[dict, str]:
+    """``python benchmarks/bench.py ...`` from another folder, as a user runs it: its JSON and stdout."""
+    run = subprocess.run([sys.executable, str(BENCH_SCRIPT), *bench_args(tmp_path, *args)], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads((tmp_path / "bench.json").read_text()), run.stdout
+
+
+def test_every_mode_runs_and_the_json_has_the_fields(tmp_path):
+    results, table = run_bench_script(tmp_path, "--model", "cnn_baseline_s4 model.net.dropout=0.1", "--rounds", "2")
     assert {"cpu", "cores", "bf16_supported", "load_average_start", "load_average_end"} <= results["machine"].keys()
     (run,) = results["runs"]
     assert run["model"] == "cnn_baseline_s4 model.net.dropout=0.1" and run["channels_last"]
-    assert run["malloc_tuned"] is (platform.libc_ver()[0] == "glibc")  # tune_malloc is on by default
+    # tune_malloc is on by default: glibc's malloc unless the environment preloads another
+    assert run["malloc_tuned"] is (platform.libc_ver()[0] == "glibc" and preloaded_allocator() is None)
+    # the environment's opt-ins, as this process started with them (none in a plain test run)
+    assert run["huge_pages"] is huge_pages_requested() and run["preloaded_allocator"] == preloaded_allocator()
     assert run["precision"] == ("bf16-mixed" if cpu_supports_bf16() else "32-true")  # what trainer.precision=auto picks
     assert run["train_images"] == 36 and run["augment"]["degrees"] == 45.0
     assert run["floor_window_steps"] == 1  # --window-steps
@@ -39,7 +61,6 @@ def test_every_mode_runs_and_the_json_has_the_fields(tmp_path, capsys):
         assert entry["img_per_s"] > 0 and entry["peak_mem_mb"] > 0
     assert run["modes"]["cnnlab"]["eval_img_per_s"] > 0
     assert run["cnnlab_vs_floor"] > 0 and run["cnnlab_vs_conventional"] > 0 and run["cnnlab_vs_feed"] is None
-    table = capsys.readouterr().out
     assert table.count("| cnn_baseline_s4 model.net.dropout=0.1 |") == 3 and "/ conventional" in table
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from cnnlab.models.mobilenetv3 import MobileNetV3
 from cnnlab.nn import depthwise
 from cnnlab.nn.blocks import ConvBlock
-from cnnlab.nn.depthwise import DepthwiseConv2d, depthwise_weight_grad
+from cnnlab.nn.depthwise import DepthwiseConv2d, depthwise_weight_grad, set_gram_gradient
 
 
 @pytest.mark.parametrize("kernel, stride, size", [(5, 1, 2), (5, 2, 4), (5, 1, 7), (5, 2, 7), (3, 1, 4), (7, 2, 8), (5, 1, 16)])
@@ -88,9 +88,7 @@ def test_mobilenetv3_small_trains_to_the_same_gradients_either_way(monkeypatch: 
     monkeypatch.setattr(depthwise, "depthwise_weight_grad", lambda *args: calls.append(args) or depthwise_weight_grad(*args))
     grads, gram_calls = {}, {}
     for gram in (True, False):
-        for layer in model.modules():
-            if isinstance(layer, DepthwiseConv2d):
-                layer.gram_gradient = gram
+        set_gram_gradient(model, gram)
         calls.clear()
         model.zero_grad()
         F.cross_entropy(model(images), labels).backward()
@@ -99,6 +97,16 @@ def test_mobilenetv3_small_trains_to_the_same_gradients_either_way(monkeypatch: 
     assert gram_calls == {True: 8, False: 0}
     for ours, theirs in zip(grads[True], grads[False]):
         assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-3)
+
+
+def test_set_gram_gradient_switches_every_depthwise_layer_of_a_network() -> None:
+    model = MobileNetV3(num_classes=5, mode="small")
+    layers = [m for m in model.modules() if isinstance(m, DepthwiseConv2d)]
+    assert len(layers) == 11 and all(layer.gram_gradient for layer in layers)  # on by default
+    assert set_gram_gradient(model, False) == 11
+    assert not any(layer.gram_gradient or layer.uses_gram_gradient(torch.randn(2, layer.in_channels, 4, 4)) for layer in layers)
+    assert set_gram_gradient(model, True) == 11 and all(layer.gram_gradient for layer in layers)
+    assert set_gram_gradient(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), False) == 0  # no depthwise layer: a no-op
 
 
 def test_benchmark_script_prints_every_mobilenetv3_layer_and_marks_the_gram_ones() -> None:
@@ -111,3 +119,13 @@ def test_benchmark_script_prints_every_mobilenetv3_layer_and_marks_the_gram_ones
     assert (960, "2x2", 5) in marked and (576, "2x2", 5) in marked
     assert all(kernel == 5 for _, _, kernel in marked)
     assert all(float(r[5]) > 0 and float(r[6]) > 0 for r in rows)  # both timings measured
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_model_config_switch_reaches_every_depthwise_layer(enabled):
+    from cnnlab.training.module import ImageClassifier
+
+    model = {"net": {"_target_": "cnnlab.models.mobilenetv3.MobileNetV3", "mode": "small"}, "depthwise_gram_gradient": enabled}
+    module = ImageClassifier(model=model, optimizer={"_target_": "torch.optim.Adam", "_partial_": True}, num_classes=3)
+    layers = [m for m in module.net.modules() if isinstance(m, DepthwiseConv2d)]
+    assert len(layers) == 11 and all(layer.gram_gradient is enabled for layer in layers)

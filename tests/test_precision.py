@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from cnnlab.training import precision
-from cnnlab.training.allocator import huge_pages_help, huge_pages_requested
+from cnnlab.training.allocator import huge_pages_requested
 from cnnlab.training.precision import choose_precision, cpu_supports_bf16, run_precision
 from conftest import read_results, run_dirs
 
@@ -51,5 +51,5 @@ def test_a_run_records_its_precision_memory_format_and_allocator(cnnlab):
     assert runtime["precision_reason"].startswith("auto: CPU")
     assert runtime["channels_last"] is True
     assert runtime["malloc_tuned"] is (platform.libc_ver()[0] == "glibc")  # tune_malloc: true by default
-    # `python -m cnnlab.cli` restarts itself for huge pages where they help (or its caller already asked)
-    assert runtime["huge_pages"] is (huge_pages_help() or huge_pages_requested())
+    # huge pages only where the caller's environment asked (cnnlab never restarts itself for them)
+    assert runtime["huge_pages"] is huge_pages_requested()

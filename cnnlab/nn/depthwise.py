@@ -6,7 +6,11 @@ MobileNetV3's last stages (5x5 kernels, up to 960 channels) that gradient took u
 and a fifth of MobileNetV3-small's training step on a 2-core CPU. Computed instead from the per-channel
 Gram matrix of output-gradient positions by input positions, it is 1.6-10x faster there in channels-last
 memory format (7-54x in contiguous), exact to float rounding; ``benchmarks/depthwise_grad.py`` prints both
-for every MobileNetV3 layer."""
+for every MobileNetV3 layer. :func:`set_gram_gradient` switches it for a built network.
+
+Drop this module when oneDNN (torch's CPU convolutions) gains a depthwise weight-gradient kernel for 5x5 kernels
+on small maps: ``python benchmarks/depthwise_grad.py`` then shows torch's time no longer above the Gram form's
+on the rows it marks."""
 
 from __future__ import annotations
 
@@ -86,7 +90,7 @@ class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d(channels, channels, kernel, stride, padding, groups=channels)`` (same parameters and
     state dict) that trains with the Gram weight gradient where it is faster: on CPU, in float32
     without autocast, kernels from 5x5 on maps up to 8x8. Anywhere else, or with ``gram_gradient=False``
-    (torch's own gradient, as ``cnnlab-bench``'s conventional recipe trains), it is ``nn.Conv2d``."""
+    (torch's own gradient, as the benchmark's conventional recipe trains), it is ``nn.Conv2d``."""
 
     def __init__(
         self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = False,
@@ -115,3 +119,12 @@ class DepthwiseConv2d(nn.Conv2d):
         if not self.uses_gram_gradient(images):
             return super().forward(images)
         return _GramDepthwiseConv.apply(images, self.weight, self.bias, self.stride[0], self.padding[0])
+
+
+def set_gram_gradient(net: nn.Module, enabled: bool) -> int:
+    """Let every :class:`DepthwiseConv2d` in ``net`` take the Gram weight gradient where it is faster
+    (``enabled``), or always torch's own; returns how many layers were set (0 for a network without any)."""
+    layers = [module for module in net.modules() if isinstance(module, DepthwiseConv2d)]
+    for layer in layers:
+        layer.gram_gradient = enabled
+    return len(layers)

@@ -1,17 +1,17 @@
-"""glibc's malloc set up for training on a CPU (``tune_malloc``, on by default).
+"""The process's memory allocator: glibc's malloc set to keep freed memory (``tune_malloc``, on by default),
+and a record of the allocator settings the process was started with.
 
 Freed memory stays in the process: glibc's malloc adapts its thresholds to the allocation history, and in
 some processes it settles into giving the activation buffers a training step frees back to the operating
-system and page-faulting them in again on the next step: measured on 2-core CPUs as up to 10x the page
-faults and 10-30% of MobileNetV3's training speed, varying from run to run. Buffers of every size from the
-heap and a fixed, high trim threshold keep the memory for the next step, as jemalloc or tcmalloc would,
-with no extra dependency.
+system and page-faulting them in again on the next step (up to 10x the page faults, ``tests/test_allocator.py``
+counts them). Buffers of every size from the heap and a fixed, high trim threshold keep the memory for the
+next step, as jemalloc or tcmalloc would, with no extra dependency. ``benchmarks/README.md`` has what it
+gains in training speed.
 
-Huge pages: where the kernel gives transparent huge pages only to memory that asks for them (``madvise``,
-a common default), malloc asks when the process starts with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``
-(glibc 2.35+). The MB-sized activations then take 2 MiB pages instead of 4 KiB ones: fewer TLB misses and
-page faults, measured 2-10% faster training steps on 2-core CPUs (MobileNetV3, ResNet-50, small CIFAR
-CNNs). glibc reads tunables only at start-up, so the commands restart themselves once to set it.
+The C library reads other settings only when the process starts, so they are the user's opt-in, recorded
+under ``runtime`` in results.json: ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (glibc 2.35+; huge pages for
+malloc where the kernel's transparent huge pages are ``madvise``) and ``LD_PRELOAD`` of jemalloc or tcmalloc
+(which replace glibc's malloc, and so this module's settings).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 # mallopt(3) parameters
@@ -30,25 +29,38 @@ M_MMAP_MAX = -4
 # allocations up to this size come from the heap, not a fresh mmap: 32 MiB is glibc's ceiling on 64-bit
 MMAP_THRESHOLD_BYTES = 32 * 2**20
 # and larger ones too (glibc still mmaps when the heap cannot grow): a 64x64 MobileNetV3-large or ResNet-50
-# at batch 128 has 33 MiB activations, mmapped and page-faulted afresh every step otherwise (3% of its step)
+# at batch 128 has 33 MiB activations, mmapped and page-faulted afresh every step otherwise
 MMAP_MAX = 0
 # free memory at the top of the heap is kept up to this size instead of being returned to the OS
 TRIM_THRESHOLD_BYTES = 2**30
 
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
-THP_MODE_FILE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+# the malloc replacements recognized among the process's shared objects, by file-name prefix
+PRELOADABLE_ALLOCATORS = {"libjemalloc": "jemalloc", "libtcmalloc": "tcmalloc"}
+PROCESS_MAPS = Path("/proc/self/maps")
 
 _tuned = False
+
+
+def preloaded_allocator(maps: Path = PROCESS_MAPS) -> str | None:
+    """``jemalloc`` or ``tcmalloc`` when one is loaded into this process (``LD_PRELOAD``), None for the C
+    library's own malloc (or where the process's mappings cannot be read)."""
+    try:
+        mapped = {Path(line.split()[-1]).name for line in maps.read_text().splitlines() if "/" in line}
+    except OSError:
+        return None
+    return next((name for prefix, name in PRELOADABLE_ALLOCATORS.items() if any(m.startswith(prefix) for m in mapped)), None)
 
 
 def keep_freed_memory() -> bool:
     """Fix glibc's mmap and trim thresholds, and serve buffers of every size from the heap, for the rest of
     this process (and processes it forks).
 
-    Returns whether the process now runs with them: False where the C library is not glibc.
+    Returns whether the process now runs with them: False where malloc is not glibc's (another C library,
+    or jemalloc or tcmalloc preloaded).
     """
     global _tuned
-    if not _tuned and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+    if not _tuned and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" and preloaded_allocator() is None:
         libc = ctypes.CDLL("libc.so.6")
         settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES), (M_MMAP_MAX, MMAP_MAX), (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
         _tuned = all([bool(libc.mallopt(parameter, value)) for parameter, value in settings])
@@ -60,60 +72,7 @@ def malloc_tuned() -> bool:
     return _tuned
 
 
-def _tunables(environ: Mapping[str, str]) -> list[str]:
-    """The entries of ``GLIBC_TUNABLES`` in ``environ``."""
-    return [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t]
-
-
 def huge_pages_requested(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether ``environ`` asks glibc's malloc for transparent huge pages."""
-    return HUGE_PAGES_TUNABLE in _tunables(environ)
-
-
-# what this process started with: the bench takes the tunable out of os.environ for its conventional child
-HUGE_PAGES = huge_pages_requested()
-
-
-def transparent_huge_pages_mode() -> str | None:
-    """The kernel's THP mode (``always``, ``madvise`` or ``never``), None where it cannot be read."""
-    try:
-        return THP_MODE_FILE.read_text().split("[", 1)[1].split("]", 1)[0]
-    except (OSError, IndexError):
-        return None
-
-
-def huge_pages_help() -> bool:
-    """Whether starting with the tunable changes anything here: Linux, glibc 2.35+, THP mode ``madvise``
-    (``always`` gives huge pages anyway, ``never`` not at all)."""
-    libc, version = platform.libc_ver()
-    if platform.system() != "Linux" or libc != "glibc" or transparent_huge_pages_mode() != "madvise":
-        return False
-    try:
-        major, minor = (int(part) for part in version.split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) >= (2, 35)
-
-
-def relaunch_with_huge_pages(args: Sequence[str]) -> None:
-    """Restart this process (same interpreter, options and arguments) with glibc's malloc asking for
-    transparent huge pages, where that helps and it does not yet; returns only when it does not restart.
-
-    ``args`` are the command's arguments: ``tune_malloc=false`` among them keeps glibc's defaults.
-    """
-    opted_out = any(a.lstrip("+~").lower() in ("tune_malloc=false", "tune_malloc=0") for a in args)
-    if HUGE_PAGES or opted_out or not huge_pages_help():
-        return
-    tunables = ":".join([*_tunables(os.environ), HUGE_PAGES_TUNABLE])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, sys.orig_argv, {**os.environ, "GLIBC_TUNABLES": tunables})
-
-
-def children_without_huge_pages() -> None:
-    """Processes started from here on begin with glibc's defaults (this one keeps its huge pages)."""
-    tunables = [t for t in _tunables(os.environ) if t != HUGE_PAGES_TUNABLE]
-    if tunables:
-        os.environ["GLIBC_TUNABLES"] = ":".join(tunables)
-    else:
-        os.environ.pop("GLIBC_TUNABLES", None)
+    """Whether ``environ`` (by default this process's, which glibc read at start-up) asks glibc's malloc
+    for transparent huge pages."""
+    return HUGE_PAGES_TUNABLE in environ.get("GLIBC_TUNABLES", "").split(":")

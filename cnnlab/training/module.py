@@ -17,11 +17,12 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassF1Score
 
 from cnnlab.models.keras_layers import apply_keras_defaults
+from cnnlab.nn.depthwise import set_gram_gradient
 from cnnlab.training.loss import CrossEntropyLoss
 from cnnlab.training.metrics import LossAccuracy
 
 # a model config's switches for how its network runs, beside `net` (what it is); defaults in conf/train.yaml
-RUNTIME_KEYS = ("channels_last", "compile", "bf16_on_cpu", "keras_defaults")
+RUNTIME_KEYS = ("channels_last", "compile", "bf16_on_cpu", "keras_defaults", "depthwise_gram_gradient")
 
 
 def model_config(model: dict) -> dict:
@@ -41,7 +42,8 @@ def build_network(net: dict, activation: dict | None, num_classes: int, in_chans
 class ImageClassifier(LightningModule):
     """Trains any network on image classification. ``model`` is a model config: ``net`` (the builder's
     ``_target_`` and arguments) and the runtime switches ``channels_last``, ``compile``, ``bf16_on_cpu``,
-    ``keras_defaults`` (:func:`cnnlab.models.keras_layers.apply_keras_defaults`)."""
+    ``keras_defaults`` (:func:`cnnlab.models.keras_layers.apply_keras_defaults`), ``depthwise_gram_gradient``
+    (:func:`cnnlab.nn.depthwise.set_gram_gradient`)."""
 
     def __init__(
         self,
@@ -63,6 +65,7 @@ class ImageClassifier(LightningModule):
         self.net = build_network(model["net"], activation, num_classes, in_chans, img_size)
         if model.get("keras_defaults"):
             apply_keras_defaults(self.net)
+        set_gram_gradient(self.net, model.get("depthwise_gram_gradient", True))
         self.channels_last = bool(model.get("channels_last", False))
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)

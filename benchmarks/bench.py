@@ -1,20 +1,24 @@
-"""``cnnlab-bench``: training images/s of a model alone (``floor``), of cnnlab's real training path
-(``cnnlab``) and of the usual ImageFolder + PIL + DataLoader-workers recipe (``conventional``), on a
-generated image folder in EuroSAT's layout, so that it runs offline. ``floor`` and ``cnnlab`` run in this
-process with cnnlab's settings (``tune_malloc`` and the huge pages the command restarts for included);
-``conventional`` in a second process with glibc's default allocator, torch's default (unfused) optimizer and
-torch's own depthwise-convolution gradient, as the recipe runs anywhere else. On request, ``feed`` runs the
-floor's plain loop on cnnlab's own batches (cache, float conversion, augmentation) without Lightning, which
-splits cnnlab's cost against the floor into the data path's and Lightning's.
+"""cnnlab's training benchmark (``cnnlab-bench``), run from a checkout: training images/s of a model alone
+(``floor``), of cnnlab's real training path (``cnnlab``) and of the usual ImageFolder + PIL +
+DataLoader-workers recipe (``conventional``), on a generated image folder in EuroSAT's layout, so that it
+runs offline. ``floor`` and ``cnnlab`` run in this process with cnnlab's settings (``tune_malloc``
+included); ``conventional`` in a second process with glibc's malloc thresholds as they are, torch's default
+(unfused) optimizer and torch's own depthwise-convolution gradient, as the recipe runs anywhere else.
+Allocator settings read from the environment at start-up (``GLIBC_TUNABLES``, ``LD_PRELOAD``) apply to
+every mode. On request, ``feed`` runs the floor's plain loop on cnnlab's own batches (cache, float
+conversion, augmentation) without Lightning, which splits cnnlab's cost against the floor into the data
+path's and Lightning's; ``--startup N`` times bare ``cnnlab`` runs to their first training step.
 
 Modes run in interleaved rounds (floor, cnnlab, conventional, floor, ...) so that a change in the
 machine's load during the run hits every mode alike; each mode's figure is the median of its timed
 windows (floor: as many steps as an epoch, by default) or full epochs after the first (cnnlab,
 conventional, feed) over all rounds.
 
-    cnnlab-bench --model mobilenetv3_small --model "mobilenetv3_small model.net.hybrid=true" --rounds 2
-    cnnlab-bench --model cnn_baseline_s4 --model resnet18_s2 --img-size 32 data/augment=cifar_s4
-    cnnlab-bench --model cnn_baseline_s2 --img-size 32 --images 12800 --modes floor,feed,cnnlab --rounds 5
+    python benchmarks/bench.py --model mobilenetv3_small --model "mobilenetv3_small model.net.hybrid=true" --rounds 2
+    python benchmarks/bench.py --model cnn_baseline_s4 --model resnet18_s2 --img-size 32 data/augment=cifar_s4
+    python benchmarks/bench.py --model cnn_baseline_s2 --img-size 32 --images 12800 --modes floor,feed,cnnlab --rounds 5
+
+See benchmarks/README.md for what each mode measures and the figures measured so far.
 """
 
 from __future__ import annotations
@@ -43,10 +47,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig
 from torchvision.datasets import ImageFolder
 
-from cnnlab.nn.depthwise import DepthwiseConv2d
-from cnnlab.training.allocator import (HUGE_PAGES, children_without_huge_pages, keep_freed_memory, malloc_tuned,
-                                      relaunch_with_huge_pages)
-from cnnlab.training.cuda_check import NVML_CHECK_VARIABLE, skip_unloadable_nvml_check
+from cnnlab.nn.depthwise import set_gram_gradient
+from cnnlab.training.allocator import huge_pages_requested, keep_freed_memory, malloc_tuned, preloaded_allocator
 from cnnlab.training.precision import autocast, cpu_supports_bf16, run_precision, uses_cuda
 
 # feed (the floor's loop on cnnlab's batches) splits cnnlab's cost into data path and Lightning; run on request
@@ -309,9 +311,7 @@ def measure_conventional(cfg: DictConfig, datamodule: Any, device: torch.device,
         persistent_workers=workers > 0, pin_memory=device.type == "cuda",
     )
     net = build_module(cfg, datamodule).net.to(device, memory_format=torch.contiguous_format).train()
-    for module in net.modules():  # torch's own depthwise gradient, as a plain nn.Conv2d trains
-        if isinstance(module, DepthwiseConv2d):
-            module.gram_gradient = False
+    set_gram_gradient(net, False)  # torch's own depthwise gradient, as a plain nn.Conv2d trains
     # the config's optimizer and hyperparameters in torch's default implementation, as a plain loop builds it
     optimizer = instantiate({k: v for k, v in cfg.optim.items() if k != "fused"})(params=net.parameters())
 
@@ -326,7 +326,7 @@ def conventional_with_peak_memory(cfg: DictConfig, device: torch.device, epochs:
     without the NVML-based CUDA check that importing Lightning asks for (a plain PyTorch loop has none)."""
     from cnnlab.train import build_datamodule
 
-    os.environ.pop(NVML_CHECK_VARIABLE, None)
+    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
@@ -344,7 +344,8 @@ def seconds_since_process_start() -> float:
 
 class FirstStepClock(Callback):
     """Writes the seconds from process start to the first training batch into ``path``; added to a bare
-    ``cnnlab`` run by :func:`measure_startup` with ``+callbacks.first_step=...``."""
+    ``cnnlab`` run by :func:`measure_startup` with ``+callbacks.first_step=...`` (as ``bench.FirstStepClock``,
+    this file's folder on the run's PYTHONPATH)."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -358,14 +359,16 @@ def measure_startup(data_root: Path, img_size: int, repeats: int) -> dict:
     """Seconds a bare ``cnnlab`` run (EuroSAT data, decoded cache warm) spends before its first training
     step, best of ``repeats`` subprocesses."""
     figures = []
+    here = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(repeats):
             clock = Path(tmp) / f"first_step_{n}.txt"
             run = subprocess.run(
                 [sys.executable, "-m", "cnnlab.cli", "data=eurosat", f"data.root={data_root}", "data.download=false",
                  f"data.img_size={img_size}", "debug=fast", "test=false", f"hydra.run.dir={tmp}/run{n}",
-                 "+callbacks.first_step._target_=cnnlab.bench.FirstStepClock", f"+callbacks.first_step.path={clock}"],
-                capture_output=True, text=True, cwd=tmp,
+                 "+callbacks.first_step._target_=bench.FirstStepClock", f"+callbacks.first_step.path={clock}"],
+                capture_output=True, text=True, cwd=tmp, env=env,
             )
             if run.returncode != 0:
                 raise RuntimeError(f"the start-up run of cnnlab failed:\n{run.stderr[-3000:]}")
@@ -391,7 +394,7 @@ def machine() -> dict:
 
 def bench_model(model_spec: str, args: argparse.Namespace, data_root: Path, workdir: Path, conventional_process: Executor) -> dict:
     """All requested modes of one model, interleaved over ``args.rounds`` rounds; ``conventional`` runs in
-    ``conventional_process``, a process of its own with glibc's default allocator, as the recipe would."""
+    ``conventional_process``, a process of its own without cnnlab's malloc thresholds, as the recipe would."""
     from cnnlab.train import build_datamodule
 
     cfg = compose_config(model_spec, data_root, args.img_size, args.batch_size, args.overrides, workdir)
@@ -428,7 +431,8 @@ def bench_model(model_spec: str, args: argparse.Namespace, data_root: Path, work
         "precision": str(cfg.trainer.precision),
         "channels_last": bool(cfg.model.get("channels_last", False)),
         "malloc_tuned": malloc_tuned(),
-        "huge_pages": HUGE_PAGES,
+        "huge_pages": huge_pages_requested(),
+        "preloaded_allocator": preloaded_allocator(),
         "augment": {k: v for k, v in (cfg.data.get("augment") or {}).items() if k != "_target_"},
         "train_images": len(datamodule.splits["train"]),
         "floor_window_steps": window_steps,
@@ -461,7 +465,7 @@ def table(runs: list[dict]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="cnnlab-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="benchmarks/bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="cnnlab config overrides for every model, e.g. trainer.precision=bf16-mixed")
     parser.add_argument("--model", action="append", help='model config name plus its own overrides, e.g. "mobilenetv3_small model.net.hybrid=true" (repeatable)')
     parser.add_argument("--modes", default=",".join(DEFAULT_MODES), type=lambda s: s.split(","),
@@ -496,8 +500,6 @@ def main(argv: list[str] | None = None) -> None:
     data_root = make_eurosat_folder(args.data_dir, args.images, args.img_size)
     results: dict[str, Any] = {"machine": machine(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     results["runs"] = []
-    children_without_huge_pages()  # conventional runs with glibc's defaults, as the recipe runs elsewhere
-    skip_unloadable_nvml_check()  # as cnnlab's training does, for floor and cnnlab alike
     spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as workdir, ProcessPoolExecutor(max_workers=1, mp_context=spawn) as conventional_process:
         for spec in args.model:
@@ -505,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
                 results["runs"].append(bench_model(spec, args, data_root, Path(workdir), conventional_process))
             except Exception as error:  # one broken spec must not cost the others' figures
                 results["runs"].append({"model": spec, "error": f"{type(error).__name__}: {error}"})
-                print(f"cnnlab-bench: {spec!r} failed: {error}", file=sys.stderr)
+                print(f"bench.py: {spec!r} failed: {error}", file=sys.stderr)
             args.output.write_text(json.dumps(results, indent=2))
     if args.startup:
         results["startup"] = measure_startup(data_root, args.img_size, args.startup)
@@ -521,5 +523,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    relaunch_with_huge_pages(sys.argv[1:])
     main()
