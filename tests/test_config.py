@@ -23,6 +23,7 @@ DEFAULT_GROUPS = {
     if isinstance(entry, dict)
 }
 SKIP_GROUPS = {"hydra"}  # composed through Hydra itself, covered by the CLI tests
+BASE_GROUPS = {"data/base"}  # shared keys every data config includes, not options of their own
 
 
 def group_options() -> list[tuple[str, str]]:
@@ -30,7 +31,7 @@ def group_options() -> list[tuple[str, str]]:
     options = []
     for path in sorted(CONF_DIR.rglob("*.yaml")):
         group = path.parent.relative_to(CONF_DIR).as_posix()
-        if group != "." and group.split("/")[0] not in SKIP_GROUPS:
+        if group != "." and group.split("/")[0] not in SKIP_GROUPS and group not in BASE_GROUPS:
             options.append((group, path.stem))
     return options
 
@@ -77,3 +78,10 @@ def test_optim_and_batch_size_override_paths():
     assert cfg.optim.lr == 0.05 and cfg.optim.momentum == 0.9
     assert cfg.data.batch_size == 16
     assert cfg.scheduler.T_max == cfg.trainer.max_epochs
+
+
+def test_every_data_config_includes_the_shared_keys():
+    for path in sorted((CONF_DIR / "data").glob("*.yaml")):
+        cfg = compose_with(f"data={path.stem}").data
+        assert {"root", "eval_batch_size", "num_workers", "seed", "mean", "std"} <= cfg.keys(), path.name
+        assert cfg.seed == 42 and cfg.num_workers == 0
