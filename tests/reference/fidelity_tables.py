@@ -133,7 +133,7 @@ def study_table(study: dict[str, Any]) -> str:
             rows.setdefault(key, []).append(run_id)
             if entry["setting"] not in order:
                 order.append(entry["setting"])
-    lines = [f"### {study['title']}", "", "| setting | runs | status | the study says (where) | cnnlab |",
+    lines = [f"#### {study['title']}", "", "| setting | runs | status | the study says (where) | cnnlab |",
              "|---|---|---|---|---|"]
     for setting in order:
         for key, run_ids in rows.items():
