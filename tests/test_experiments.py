@@ -44,30 +44,6 @@ def data_dir(tmp_path_factory) -> Path:
     return write_all(tmp_path_factory.mktemp("data"))
 
 
-# the study facts each experiment must keep (REPRODUCE.md): model, data, lr, batch size, epochs, freeze
-RECIPES = {
-    "s0_mobilenetv3_eurosat": ("MobileNetV3", "eurosat", 1e-3, 64, 100, None),
-    "s1_mobilenetv2_imagefolder": ("mobilenetv2", "imagefolder", 1e-4, 32, 50, None),
-    "s2_cnn_cifar10": ("CNNBaselineS2", "cifar10", 1e-3, 128, 50, None),
-    "s2_alexnet_cifar10": ("AlexNetCIFAR", "cifar10", 1e-3, 64, 10, None),
-    "s2_resnet18_tuned_cifar10": ("ResNet18S2", "cifar10", 1e-3, 64, 50, None),
-    "s3_resnet50_lrelu_fruits360": ("ResNet50", "fruits360", 1e-3, 512, 100, None),
-    "s3_resnet50_transfer_fruits360": ("resnet50_pretrained", "fruits360", 1e-3, 256, 100, "TopK"),
-    "s4_efficientnetv2_two_stage": ("efficientnetv2_b0", "cifar10", 1e-3, 64, 18, "TwoStage"),
-}
-
-
-@pytest.mark.parametrize("experiment", sorted(RECIPES))
-def test_experiment_keeps_the_study_recipe(experiment):
-    model, data, lr, batch, epochs, freeze = RECIPES[experiment]
-    cfg = composed(f"experiment={experiment}")
-    assert cfg.model.net._target_.endswith(model) and f".{data}." in cfg.data._target_
-    assert (cfg.optim.lr, cfg.data.batch_size, cfg.trainer.max_epochs) == (lr, batch, epochs)
-    assert (cfg.freeze._target_ or "").endswith(freeze or "")
-    if "pretrained" in cfg.model.net:  # pretrained backbones see ImageNet-normalized inputs
-        assert list(cfg.data.mean) == [0.485, 0.456, 0.406] and list(cfg.data.std) == [0.229, 0.224, 0.225]
-
-
 def test_s3_grid_options_set_the_reported_pairs():
     pairs = {(c.activation.alpha, c.activation.beta) for c in (
         composed("experiment=s3_resnet50_lrelu_fruits360", f"+grid={p.stem}")
