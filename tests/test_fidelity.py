@@ -69,7 +69,7 @@ def labels(count: int, classes: int) -> np.ndarray:
 
 def datamodule(cfg: DictConfig):
     """The run's datamodule, constructed (nothing loaded or written)."""
-    return instantiate(cfg.data, root="unused", output_dir=None)
+    return instantiate(cfg.data, root="unused")
 
 
 def split_sizes(cfg: DictConfig) -> list[int]:
@@ -79,8 +79,11 @@ def split_sizes(cfg: DictConfig) -> list[int]:
     if name == "eurosat":
         return [len(s) for s in stratified_split(eurosat_labels(), tuple(data.fractions), data.seed)]
     if name in ("cifar10", "fruits360"):
-        if data.get("validate_on_test"):  # the test images validate; every training image trains
+        if data.get("validation") == "test":  # the test images validate; every training image trains
             return [facts["train"], facts["test"], facts["test"]]
+        if data.get("validation") == "last":  # Keras' validation_split: the tail of the training images
+            train = math.floor(facts["train"] * (1 - data.val_fraction))
+            return [train, facts["train"] - train, facts["test"]]
         keep, val = stratified_holdout(labels(facts["train"], facts["classes"]), data.val_fraction, data.seed)
         return [len(keep), len(val), facts["test"]]
     if name == "imagefolder":
