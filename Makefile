@@ -1,11 +1,11 @@
-# Two entry points: `make demo` trains on the bundled digits data; `make test` runs the test suite.
+# `make demo` trains on the bundled digits data; `make test` runs the test suite; `make lint` checks style.
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 # one test process per core, each with one torch thread: faster than two threads per process here
 PYTEST_ARGS ?= -n auto --dist loadfile
 
-.PHONY: demo test install clean
+.PHONY: demo test lint format install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ demo: install
 
 test: install
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -5,7 +5,7 @@
              2-process CPU DDP run against a 1-process run, the cache's own share (its mapping's PSS) apart;
              with ``--in-memory`` also both runs with ``data.cache=false`` (each process decodes its own copy).
 ``speed``    the time to gather an epoch of shuffled batches from the memory-mapped cache and from an in-memory
-             copy; then training images/s of cnnlab-bench's ``cnnlab`` mode with the memory-mapped cache against
+             copy; then training images/s of bench.py's ``cnnlab`` mode with the memory-mapped cache against
              the in-memory tensor (``data.cache=false``), the two alternating for ``--rounds`` rounds.
 ``limited``  a run whose cache is larger than the memory it may use: a cgroup (v2 ``memory.max``, else v1
              ``memory.limit_in_bytes``) made as a child of this process's own, with the cache and then, for
@@ -145,14 +145,14 @@ def measure_memory(opts: argparse.Namespace, root: Path, cache_dir: Path, cache_
 
 # -- speed ----------------------------------------------------------------------------------------
 def measure_speed(opts: argparse.Namespace, cache_dir: Path) -> dict:
-    """cnnlab-bench's ``cnnlab`` mode, memory-mapped cache and in-memory tensor alternating."""
+    """bench.py's ``cnnlab`` mode, memory-mapped cache and in-memory tensor alternating."""
     env = {**os.environ, **ENV, "CNNLAB_CACHE_DIR": str(cache_dir)}
     rates: dict[str, list[float]] = {"mmap_cache": [], "in_memory": []}
     reports: dict[str, list[dict]] = {"mmap_cache": [], "in_memory": []}
     for round_ in range(opts.rounds):
         for variant, flags in (("mmap_cache", []), ("in_memory", ["data.cache=false"])):
             out = Path(opts.workdir) / f"speed-{variant}-{round_}.json"
-            subprocess.run([str(Path(sys.executable).parent / "cnnlab-bench"), "--model", opts.model, "--modes", "cnnlab", "--img-size", str(opts.img_size),
+            subprocess.run([sys.executable, str(Path(__file__).with_name("bench.py")), "--model", opts.model, "--modes", "cnnlab", "--img-size", str(opts.img_size),
                             "--images", str(opts.bench_images), "--epochs", str(opts.epochs), "--rounds", "1",
                             "--data-dir", str(Path(opts.data_dir) / "bench"), "--output", str(out), *flags],
                            env=env, check=True, capture_output=True)
@@ -268,7 +268,7 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=64)
     parser.add_argument("--model", default="mobilenetv3_small")
     parser.add_argument("--rounds", type=int, default=3, help="speed: alternations of cache and in-memory")
-    parser.add_argument("--bench-images", type=int, default=3000, help="speed: images of cnnlab-bench's folder")
+    parser.add_argument("--bench-images", type=int, default=3000, help="speed: images of bench.py's folder")
     parser.add_argument("--epochs", type=int, default=3, help="speed: epochs per cnnlab-bench run, the first warm-up")
     parser.add_argument("--memory-max-mb", type=int, default=1024, help="limited: the cgroup's limit")
     parser.add_argument("--limit-train-batches", default="1.0", help="limited: trainer.limit_train_batches (validation is whole)")
