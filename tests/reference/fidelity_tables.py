@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -133,14 +134,16 @@ def study_table(study: dict[str, Any]) -> str:
             rows.setdefault(key, []).append(run_id)
             if entry["setting"] not in order:
                 order.append(entry["setting"])
-    lines = [f"#### {study['title']}", "", "| setting | runs | status | the study says (where) | cnnlab |",
-             "|---|---|---|---|---|"]
+    table = ["| setting | runs | status | the study says (where) | cnnlab |", "|---|---|---|---|---|"]
     for setting in order:
         for key, run_ids in rows.items():
             if key[0] == setting:
                 cells = (key[0], _runs_cell(run_ids, list(runs)), *key[1:])
-                lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    return "\n".join(lines)
+                table.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    counts = Counter(key[1] for key in rows)
+    tally = ", ".join(f"{n} {status}" for status, n in counts.most_common())
+    # folded, so the study table above stays in view; the summary line tells where cnnlab departs
+    return "\n".join(["<details>", f"<summary><b>{study['title']}</b>: {tally}</summary>", "", *table, "", "</details>"])
 
 
 def section(record: dict[str, Any]) -> str:
