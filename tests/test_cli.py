@@ -83,10 +83,9 @@ def test_unknown_option_lists_valid_names(cnnlab):
 
 @pytest.mark.slow
 def test_bare_cnnlab_learns_digits(cnnlab):
-    """The embedded default: a bare ``cnnlab`` learns digits (chance is 0.1). The same seed reached 0.989 on
-    a Xeon, 0.952 on an AMD EPYC and 0.941 there with one torch thread: kernels differ by CPU and thread
-    count, and the run's early stopping amplifies the difference."""
+    """The embedded default: a bare ``cnnlab`` (S2's small CNN, cosine schedule, 40 epochs) reaches what an RBF
+    SVM reaches on digits, 0.98 and more, whatever the CPU's kernels and precision (bf16 where the CPU has it)."""
     cnnlab("callbacks.progress_bar=null")
     (run,) = run_dirs(cnnlab.cwd)
     results = read_results(run)
-    assert results["test/acc"] >= 0.9, json.dumps(results, indent=1)
+    assert results["test/acc"] >= 0.98, json.dumps(results, indent=1)
