@@ -91,7 +91,7 @@ def _problem(node: Any, path: tuple[Any, ...], targets: Mapping[tuple[str, ...],
     """The first key path (with why) where ``node`` is not plain data or names code off the allowlist."""
     position = path[depth:]
     if isinstance(node, Mapping):
-        for key, value in node.items():
+        for key, value in sorted(node.items(), key=lambda item: item[0] != "_target_"):  # what it would run first
             here = (*path, key)
             if not isinstance(key, str):
                 return _refusal(here, "is not a string key")
