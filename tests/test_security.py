@@ -162,7 +162,7 @@ def test_eval_reads_the_run_config_as_data(run_dir, where, marker, tmp_path):
     (hostile / "checkpoints").mkdir(parents=True)
     (hostile / "checkpoints" / "best.ckpt").write_bytes((run_dir / "checkpoints" / "best.ckpt").read_bytes())
     config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
-    payload = {"_target_": "os.system", "_args_": [f"touch {shlex.quote(str(marker))}"]}
+    payload = {"_target_": "torch.save", "_args_": ["x", str(marker)]}  # Hydra's own blocklist lets it through
     if where == "data":
         config["data"]["_target_"] = "os.system"
     else:
