@@ -105,12 +105,14 @@ def predict_split(module: ImageClassifier, split: Split, batch_size: int, precis
 
 
 def predict_files(
-    module: ImageClassifier, paths: Sequence[str | Path], batch_size: int = 64, unreadable: dict[str, str] | None = None
+    module: ImageClassifier, paths: Sequence[str | Path], batch_size: int = 64, unreadable: dict[str, str] | None = None,
+    progress: bool = False,
 ) -> Predictions:
     """:class:`Predictions` for image files, decoded as the checkpoint's images were (RGB, ``img_size``).
 
     A file that cannot be decoded is listed in ``Predictions.unreadable`` (after the entries of
-    ``unreadable``, e.g. inputs that were never found) instead of stopping the batch.
+    ``unreadable``, e.g. inputs that were never found) instead of stopping the batch. ``progress`` shows a
+    progress bar.
     """
     in_chans = module.hparams.preprocessing["in_chans"]
     if in_chans != 3:
@@ -118,8 +120,14 @@ def predict_files(
     img_size = module.hparams.preprocessing["img_size"]
     result = Predictions(np.zeros((0, 0)), list(module.hparams.class_names), [], unreadable=dict(unreadable or {}))
 
+    starts: Iterable[int] = range(0, len(paths), batch_size)
+    if progress:
+        from rich.progress import track
+
+        starts = track(starts, description=f"Predicting {len(paths)} images")
+
     def decoded_batches() -> Iterator[torch.Tensor]:
-        for start in range(0, len(paths), batch_size):
+        for start in starts:
             images = []
             for path in paths[start : start + batch_size]:
                 try:

@@ -87,7 +87,7 @@ def main(cfg: DictConfig) -> None:
     if not paths and not not_found:
         raise CnnlabError(f"no image files in {inputs} (suffixes {sorted(IMAGE_EXTENSIONS)})")
     module = load_classifier(cfg.ckpt_path, cfg.trust_checkpoint, cfg.device)
-    predictions = predict_files(module, paths, cfg.batch_size, unreadable=not_found)
+    predictions = predict_files(module, paths, cfg.batch_size, unreadable=not_found, progress=True)
 
     output_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir_of(cfg.ckpt_path)
     output_dir.mkdir(parents=True, exist_ok=True)
