@@ -36,8 +36,12 @@ def load_classifier(ckpt_path: str | Path, trust_checkpoint: bool = False, devic
     # pretrained download: the checkpoint's weights replace them
     net = {**model["net"], "pretrained": False} if "pretrained" in model["net"] else model["net"]
     hparams["model"] = {**model, "net": net, "compile": False}
-    module = ImageClassifier(**hparams)
-    module.load_state_dict(without_compiled_copy(checkpoint["state_dict"]))
+    try:
+        module = ImageClassifier(**hparams)
+        module.load_state_dict(without_compiled_copy(checkpoint["state_dict"]))
+    except (TypeError, ValueError, KeyError, RuntimeError) as error:  # e.g. a checkpoint of another cnnlab version
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CnnlabError(f"cannot rebuild the network of {ckpt_path}: {type(error).__name__}: {first_line}") from None
     return module.to(device).eval()
 
 
