@@ -19,25 +19,36 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.data.base import ImageDataModule, Split
 from cnnlab.errors import CnnlabError, exit_on_user_error
-from cnnlab.evaluation.predictions import collect_predictions, run_precision_of
 from cnnlab.evaluation.report import read_history, write_report
 from cnnlab.evaluation.summary import read_overrides
-from cnnlab.training.checkpoints import load_classifier, run_dir_of
+from cnnlab.inference import load_classifier, predict_split
+from cnnlab.training.checkpoints import run_dir_of
+from cnnlab.untrusted import check_run_data
 
 
 def build_datamodule(cfg: DictConfig, run_dir: Path, img_size: int) -> ImageDataModule:
-    """The chosen ``data`` config, else the run's own, at the checkpoint's image size, without augmentation."""
+    """The chosen ``data`` config, else the run's own, at the checkpoint's image size, without augmentation.
+
+    The run's config came with the checkpoint, not from the user: unless ``trust_checkpoint=true`` it is
+    resolved and read as data (:func:`cnnlab.untrusted.check_run_data`) before anything is built from it.
+    """
     if cfg.get("data") is not None:
-        data_cfg = cfg.data
-    else:
-        run_config = run_dir / ".hydra" / "config.yaml"
-        if not run_config.exists():
-            raise CnnlabError(f"No {run_config} to take the dataset from: choose one with data=<name>")
+        return instantiate(cfg.data, img_size=img_size, augment=None)
+    run_config = run_dir / ".hydra" / "config.yaml"
+    if not run_config.exists():
+        raise CnnlabError(f"No {run_config} to take the dataset from: choose one with data=<name>")
+    try:
         run_cfg = OmegaConf.load(run_config)
         run_cfg.paths = cfg.paths  # data_dir and output_dir of this evaluation, the run's seed
-        data_cfg = run_cfg.data
-        data_cfg.pop("output_dir", None)  # runs before the datamodules stopped writing run files
-    return instantiate(data_cfg, img_size=img_size, augment=None)
+        data = OmegaConf.to_container(run_cfg.data, resolve=True)
+    except Exception as error:
+        raise CnnlabError(f"cannot read the data section of {run_config} ({type(error).__name__}: {error}); choose the dataset with data=<name>") from None
+    if not isinstance(data, dict):
+        raise CnnlabError(f"{run_config} has no data section; choose the dataset with data=<name>")
+    data.pop("output_dir", None)  # runs before the datamodules stopped writing run files
+    if not cfg.trust_checkpoint:
+        check_run_data(data, str(run_config))
+    return instantiate(data, img_size=img_size, augment=None)
 
 
 def in_checkpoint_classes(split: Split, names: list[str], checkpoint_names: list[str]) -> Split:
@@ -64,9 +75,8 @@ def main(cfg: DictConfig) -> float:
     batch_size = cfg.batch_size or datamodule.eval_batch_size
     run_results_path = run_dir / "results.json"
     run_results = json.loads(run_results_path.read_text()) if run_results_path.exists() else {}
-    predictions = collect_predictions(
-        module, split, hparams.preprocessing, list(hparams.class_names), batch_size, precision=run_precision_of(run_results)
-    )
+    # the run's precision (fp32 for runs that predate its record), so that the logits equal its test's
+    predictions = predict_split(module, split, batch_size, run_results.get("runtime", {}).get("precision", "32-true"))
     run_results.setdefault("num_params", sum(p.numel() for p in module.net.parameters()))
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     report = write_report(

@@ -26,7 +26,8 @@ from torch import nn
 
 from cnnlab.data.preprocess import preprocess
 from cnnlab.errors import CnnlabError, exit_on_user_error
-from cnnlab.training.checkpoints import load_classifier, run_dir_of
+from cnnlab.inference import load_classifier
+from cnnlab.training.checkpoints import run_dir_of
 from cnnlab.training.module import ImageClassifier
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}

@@ -41,15 +41,23 @@ def test_cli_offline_download_fails_fast_with_one_message(cnnlab):
     assert "eurosat/2750/<Class>/<Class>_<n>.jpg" in result.stderr
 
 
-def test_cli_per_image_path_lists_unreadable_files(cnnlab):
-    """data.in_memory=false finds the unreadable files up front too: the same splits and summary."""
+@pytest.mark.parametrize("in_memory", ["true", "false"])
+def test_cli_lists_unreadable_files_and_reports_on_what_the_test_saw(cnnlab, in_memory):
+    """data.in_memory=false finds the unreadable files up front too: the same splits and summary; either way
+    the run's report holds the logits of its own test (no second pass), file by file."""
     root = write_image_folder(cnnlab.cwd / "images")
-    cnnlab("data=imagefolder", f"data.root={root}", "data.in_memory=false", "data.num_workers=1", *COMMON)
+    cnnlab("data=imagefolder", f"data.root={root}", f"data.in_memory={in_memory}", "data.num_workers=1", *COMMON)
     (run,) = run_dirs(cnnlab.cwd)
     summary = json.loads((run / "data/summary.json").read_text())
     assert list(summary["unreadable_files"]) == ["blight/corrupt.jpg"]
     assert sum(summary["split_sizes"].values()) == 30
     assert "blight/corrupt.jpg" not in (run / "data/train_files.txt").read_text()
+    results = read_results(run)
+    assert results["status"] == "completed" and 0.0 <= results["test/auroc_macro"] <= 1.0
+    rows = (run / "report/predictions.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == (run / "data/test_files.txt").read_text().split()
+    report = json.loads((run / "report/classification_report.json").read_text())
+    assert report["accuracy"] == pytest.approx(results["test/acc"], abs=1e-6)
 
 
 def test_cli_class_too_small_to_split_is_one_line(cnnlab):

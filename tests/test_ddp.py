@@ -3,6 +3,7 @@ mixed-precision and channels-last switches."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -26,6 +27,11 @@ def test_ddp_sweep_job_on_two_cpu_processes_writes_one_run_dir(cnnlab, cache_dir
     results = read_results(run)
     assert results["status"] == "completed" and results["world_size"] == 2 and results["epochs_run"] == 2
     assert 0.0 <= results["test/acc"] <= 1.0 and (run / "report").is_dir()
+    # the report holds both ranks' test logits, gathered back into test-split order
+    rows = (run / "report/predictions.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == (run / "data/test_files.txt").read_text().split()
+    accuracy = json.loads((run / "report/classification_report.json").read_text())["accuracy"]
+    assert abs(accuracy - results["test/acc"]) < 1e-6
     epochs = [row.split(",")[0] for row in (run / "metrics.csv").read_text().splitlines()[1:]]
     assert epochs.count("1") == 2  # one val row and one train row for epoch 1: rank 0 alone logs
 

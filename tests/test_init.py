@@ -16,7 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from cnnlab.models.pretrained import TimmClassifier
 from cnnlab.nn.depthwise import DepthwiseConv2d
 from cnnlab.nn.init import keras_defaults, keras_fans
-from cnnlab.training.checkpoints import load_classifier
+from cnnlab.inference import load_classifier
 
 # layer -> Keras' compute_fans of the equivalent Keras layer's kernel, and the variance of the kernel Keras drew
 KERAS_LAYERS = {

@@ -91,3 +91,36 @@ def test_epoch_metrics_are_the_per_image_loss_and_accuracy_of_the_epoch():
     run.fit(classifier(), train, val)
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"} <= set(run.logged_metrics)
     assert 0 <= run.logged_metrics["train/acc"] <= 1 and run.logged_metrics["train/loss"] > 0
+
+
+def test_the_network_is_registered_once():
+    module = classifier()
+    keys = module.state_dict().keys()
+    assert not [k for k in keys if k.startswith("forward_net.")]
+    assert {k for k in keys if k.startswith("net.")} == {f"net.{k}" for k in module.net.state_dict()}
+
+
+def test_a_checkpoint_with_the_old_forward_net_copy_still_loads(tmp_path):
+    """Checkpoints written before held every network tensor twice, as net.* and forward_net.*."""
+    from cnnlab.inference import load_classifier
+
+    module = classifier()
+    state = module.state_dict()
+    old_style = {**state, **{k.replace("net.", "forward_net.", 1): v for k, v in state.items() if k.startswith("net.")}}
+    hparams = {**module.hparams, "class_names": ["a", "b", "c"], "preprocessing": {"img_size": 16, "in_chans": 3, "mean": None, "std": None}}
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": old_style, "hyper_parameters": hparams, "pytorch-lightning_version": L.__version__}, path)
+    for loaded in (ImageClassifier.load_from_checkpoint(path, map_location="cpu"), load_classifier(path)):
+        for key, value in state.items():
+            torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_compile_true_compiles_in_place_and_trains():
+    torch.manual_seed(0)
+    module = ImageClassifier(model={"net": MODEL, "compile": True}, optimizer=FUSED_ADAM, num_classes=3, in_chans=3, img_size=16)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    trainer(1).fit(module, loader(8, 4))
+    after = module.state_dict()
+    assert after.keys() == before.keys() and not [k for k in after if "_orig_mod" in k or k.startswith("forward_net.")]
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("net."))  # it trained
+    assert module.net._compiled_call_impl is not None  # the forward ran compiled

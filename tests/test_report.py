@@ -12,8 +12,8 @@ import pytest
 from sklearn.metrics import classification_report, confusion_matrix
 
 from cnnlab.evaluation.metrics import compute_metrics
-from cnnlab.evaluation.predictions import Predictions
 from cnnlab.evaluation.report import read_history, write_report
+from cnnlab.inference import Predictions
 from conftest import read_results, run_cli
 
 FIGURES = [
@@ -32,7 +32,7 @@ def random_predictions(n: int = 120, names: tuple[str, ...] = ("cat", "dog", "fr
     logits = rng.normal(size=(n, len(names))).astype(np.float32)
     logits[np.arange(n), labels] += rng.uniform(0, 2.5, n)
     images = rng.integers(0, 256, (n, 3, 8, 8), dtype=np.uint8)
-    return Predictions(logits, labels, images, list(names), [f"img{i}" for i in range(n)])
+    return Predictions(logits, list(names), [f"img{i}" for i in range(n)], labels=labels, images=images)
 
 
 def read_csv(path: Path) -> list[list[str]]:
@@ -76,8 +76,8 @@ def test_a_class_absent_from_the_split_is_reported_but_has_no_roc_curve(tmp_path
     predictions = random_predictions()
     keep = predictions.labels != 3
     predictions = Predictions(
-        predictions.logits[keep], predictions.labels[keep], predictions.images[keep], predictions.class_names,
-        [s for s, k in zip(predictions.sources, keep) if k],
+        predictions.logits[keep], predictions.class_names, [s for s, k in zip(predictions.sources, keep) if k],
+        labels=predictions.labels[keep], images=predictions.images[keep],
     )
     report = write_report(predictions, tmp_path, "test", history={}, results={}, hparams={}, overrides=[])
     assert report.metrics.report["ship"]["support"] == 0

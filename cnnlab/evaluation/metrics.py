@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnlab.evaluation.predictions import Predictions
+from cnnlab.inference import Predictions
 
 
 @dataclass

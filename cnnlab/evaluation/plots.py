@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 if TYPE_CHECKING:  # the sweep summary draws without importing torch and scikit-learn
     from cnnlab.evaluation.metrics import RocCurve
-    from cnnlab.evaluation.predictions import Predictions
+    from cnnlab.inference import Predictions
 
 # above this many classes, cell values and bar labels would overlap
 MAX_ANNOTATED_CLASSES = 25

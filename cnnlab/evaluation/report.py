@@ -15,9 +15,9 @@ from lightning.pytorch.loggers import CSVLogger
 from cnnlab.data.base import ImageDataModule
 from cnnlab.evaluation import plots
 from cnnlab.evaluation.metrics import ClassificationMetrics, compute_metrics
-from cnnlab.evaluation.predictions import Predictions, collect_predictions, run_precision_of
 from cnnlab.evaluation.summary import is_missing, read_overrides
 from cnnlab.evaluation.wandb_views import log_report
+from cnnlab.inference import Predictions
 from cnnlab.training.module import ImageClassifier
 
 # hyperparameter groups of ImageClassifier shown in the report's configuration summary
@@ -184,12 +184,17 @@ def _metrics_csv(trainer: L.Trainer, output_dir: Path) -> Path:
 def write_run_report(
     trainer: L.Trainer, module: ImageClassifier, datamodule: ImageDataModule, output_dir: Path, results: dict
 ) -> Report:
-    """Report on the test split after ``trainer.test`` (module holds the tested weights); adds
-    ``test/auroc_macro`` to ``results`` and shows the report in W&B when a WandbLogger is attached."""
-    hparams = module.hparams
-    predictions = collect_predictions(
-        module, datamodule.evaluation_split("test"), hparams.preprocessing, datamodule.class_names, datamodule.eval_batch_size,
-        precision=run_precision_of(results),
+    """Report on the test split from the logits ``trainer.test`` computed (no second pass over the split);
+    adds ``test/auroc_macro`` to ``results`` and shows the report in W&B when a WandbLogger is attached."""
+    split = datamodule.evaluation_split("test")
+    count = min(len(module.test_logits), len(split))  # trainer.limit_test_batches may have tested fewer
+    images = split.images
+    predictions = Predictions(
+        logits=module.test_logits[:count].numpy(),
+        class_names=list(datamodule.class_names),
+        sources=(list(split.sources) or [str(i) for i in range(len(split))])[:count],
+        labels=module.test_labels[:count].numpy(),
+        images=images[:count].cpu().numpy(),
     )
     report = write_report(
         predictions,
@@ -197,7 +202,7 @@ def write_run_report(
         split="test",
         history=read_history(_metrics_csv(trainer, output_dir)),
         results=results,
-        hparams=dict(hparams),
+        hparams=dict(module.hparams),
         overrides=read_overrides(output_dir),
     )
     results["test/auroc_macro"] = report.metrics.auroc_macro

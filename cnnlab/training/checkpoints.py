@@ -1,19 +1,21 @@
-"""Finding, safely loading and checking checkpoints, for resuming a run and for using a trained model."""
+"""Finding, safely loading and checking checkpoints, for resuming a run and for using a trained model
+(:mod:`cnnlab.inference` builds the classifier)."""
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
 from cnnlab.errors import CnnlabError, ConfigError
-from cnnlab.training.module import ImageClassifier, model_config
+from cnnlab.training.module import model_config
+from cnnlab.untrusted import check_checkpoint_hparams
 
 # hyperparameters that must agree for a checkpoint's weights to fit this run's network
 ARCHITECTURE_KEYS = ("model", "activation", "num_classes", "in_chans")
-# packages whose classes a checkpoint's hparams may name in `_target_` without trust_checkpoint=true
-TRUSTED_TARGET_PREFIXES = ("cnnlab.", "torch.", "timm.")
 
 
 def resolve_checkpoint(ckpt_path: str | None, output_dir: Path) -> str | None:
@@ -33,19 +35,45 @@ def run_dir_of(ckpt_path: str | Path) -> Path:
     return parent.parent if parent.name == "checkpoints" else parent
 
 
-def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
-    """Load a checkpoint; plain tensors and containers only unless ``trust`` (``trust_checkpoint=true``)."""
-    if not Path(path).is_file():
-        raise CnnlabError(f"no checkpoint at {path}")
+def _is_torch_archive(path: Path) -> bool:
+    """Whether ``path`` is a zip file as ``torch.save`` writes (``<name>/data.pkl`` inside)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
-    except Exception as error:
-        if trust:
-            raise CnnlabError(f"cannot read checkpoint {path}: {error}") from None
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
+    """A cnnlab (Lightning) checkpoint as a dict.
+
+    Unless ``trust`` (``trust_checkpoint=true``) it is unpickled with ``weights_only=True`` (tensors and
+    plain containers only) and its hyperparameters must pass :func:`cnnlab.untrusted.check_checkpoint_hparams`,
+    since rebuilding the network runs what they name. Anything else than a torch archive holding a dict
+    with ``state_dict`` is "not a cnnlab checkpoint", with no advice to trust it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabError(f"no checkpoint at {path}")
+    not_a_checkpoint = CnnlabError(f"not a cnnlab checkpoint: {path}")
+    if not _is_torch_archive(path):
+        raise not_a_checkpoint
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as error:
+        if trust or "GLOBAL" not in str(error):  # torch names the class or function it refused
+            raise not_a_checkpoint from None
         raise CnnlabError(
             f"checkpoint {path} holds more than plain tensors and containers, so it was not unpickled "
             "(a pickle can run code). If you trust its source, add trust_checkpoint=true."
         ) from None
+    except Exception:
+        raise not_a_checkpoint from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise not_a_checkpoint
+    if not trust:
+        check_checkpoint_hparams(checkpoint.get("hyper_parameters", {}), str(path))
+    return checkpoint
 
 
 def check_compatible(checkpoint: dict[str, Any], hparams: dict[str, Any], path: str) -> None:
@@ -64,42 +92,3 @@ def check_compatible(checkpoint: dict[str, Any], hparams: dict[str, Any], path: 
             f"checkpoint {path} was trained with a different network; resume with the same overrides. "
             + "; ".join(differences)
         )
-
-
-def _targets(node: Any) -> Iterable[str]:
-    """Every ``_target_`` string in nested dicts/lists."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "_target_" and isinstance(value, str):
-                yield value
-            else:
-                yield from _targets(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            yield from _targets(value)
-
-
-def load_classifier(ckpt_path: str | Path, trust_checkpoint: bool = False, device: str = "cpu") -> ImageClassifier:
-    """Load an :class:`ImageClassifier` for inference (eval mode).
-
-    Without ``trust_checkpoint`` the file is unpickled with ``weights_only=True`` (tensors and plain
-    containers only) and the hparams may only instantiate classes from cnnlab, torch or timm, since
-    rebuilding the network runs whatever ``_target_`` they name.
-    """
-    checkpoint = load_checkpoint(ckpt_path, trust_checkpoint)
-    hparams = checkpoint.get("hyper_parameters", {})
-    untrusted = sorted(t for t in set(_targets(hparams)) if not t.startswith(TRUSTED_TARGET_PREFIXES))
-    if untrusted and not trust_checkpoint:
-        raise CnnlabError(
-            f"{ckpt_path} would instantiate {untrusted} (outside {TRUSTED_TARGET_PREFIXES}); "
-            "pass trust_checkpoint=true if you trust it"
-        )
-    missing = [key for key in ("class_names", "preprocessing") if not hparams.get(key)]
-    if missing:
-        raise CnnlabError(f"{ckpt_path} has no hparams {missing}; it was not written by cnnlab's training")
-    model = model_config(hparams["model"])
-    if "pretrained" in model["net"]:  # the checkpoint's weights replace them: skip the download
-        hparams["model"] = {**model, "net": {**model["net"], "pretrained": False}}
-    module = ImageClassifier(**hparams)
-    module.load_state_dict(checkpoint["state_dict"])
-    return module.to(device).eval()

@@ -39,6 +39,12 @@ def build_network(net: dict, activation: dict | None, num_classes: int, in_chans
     return instantiate(net, num_classes=num_classes, in_chans=in_chans, img_size=img_size, activation=activation_factory)
 
 
+def without_compiled_copy(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """``state_dict`` without the ``forward_net.*`` keys of checkpoints written when the module also held its
+    network a second time (under torch.compile's name): the same tensors as ``net.*``."""
+    return {key: value for key, value in state_dict.items() if not key.startswith("forward_net.")}
+
+
 class ImageClassifier(LightningModule):
     """Trains any network on image classification. ``model`` is a model config: ``net`` (the builder's
     ``_target_`` and arguments) and the runtime switches ``channels_last``, ``compile``, ``bf16_on_cpu``,
@@ -72,18 +78,22 @@ class ImageClassifier(LightningModule):
         self.freeze_policy = instantiate(freeze) if freeze and freeze.get("_target_") else None
         if self.freeze_policy is not None:
             self.freeze_policy.apply(self.net)
-        self.forward_net = torch.compile(self.net) if model.get("compile") else self.net
+        if model.get("compile"):
+            self.net.compile()  # in place: one set of parameters, state-dict keys stay `net.*`
         self.criterion = (instantiate(loss) if loss and loss.get("_target_") else CrossEntropyLoss()).bind(self.net)
 
         self.train_metrics, self.val_metrics, self.test_metrics = LossAccuracy(), LossAccuracy(), LossAccuracy()
         self.test_f1 = MulticlassF1Score(num_classes, average="macro")
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # checkpointed, so a resumed run keeps its best so far
+        # the last test's logits and labels in test-split order (global rank zero keeps all ranks'), for the report
+        self.test_logits: torch.Tensor | None = None
+        self.test_labels: torch.Tensor | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.forward_net(images)
+        return self.net(images)
 
     def _step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, labels = batch
@@ -110,14 +120,30 @@ class ImageClassifier(LightningModule):
         self.val_acc_best(accuracy)
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
+    def on_test_epoch_start(self) -> None:
+        self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
     def test_step(self, batch, batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
         self.test_metrics.update(loss, logits, labels)
         self.test_f1.update(logits, labels)
+        self._test_outputs.append((logits.detach().float(), labels.detach()))
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test", self.test_metrics)
         self.log("test/f1_macro", self.test_f1)
+        logits, labels = zip(*self._test_outputs) if self._test_outputs else ((torch.empty(0, 0),), (torch.empty(0, dtype=torch.long),))
+        self.test_logits, self.test_labels = self._gather_in_order(torch.cat(logits)), self._gather_in_order(torch.cat(labels))
+        self._test_outputs = []
+
+    def _gather_in_order(self, values: torch.Tensor) -> torch.Tensor:
+        """This process's test outputs, or under DDP every process's, in test-split order (on the CPU): a
+        DistributedSampler without shuffling gives rank r the samples r, r + W, r + 2W, ... (the tail padded
+        with the first ones), so stacking the ranks' outputs sample by sample restores the order."""
+        if self.trainer.world_size > 1:
+            gathered = self.all_gather(values)  # (W, n, ...)
+            values = gathered.transpose(0, 1).reshape(-1, *values.shape[1:])
+        return values.cpu()
 
     def _log_epoch(self, stage: str, metrics: LossAccuracy, **log_options: Any) -> torch.Tensor:
         """Log ``<stage>/loss`` and ``<stage>/acc``, reset, return the accuracy. ``compute`` has summed the
@@ -136,6 +162,9 @@ class ImageClassifier(LightningModule):
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
         """Nothing: :meth:`optimizer_step` has freed the gradients already. Lightning's own call, before every
         backward, would walk the parameters a second time each step."""
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = without_compiled_copy(checkpoint["state_dict"])
 
     def configure_callbacks(self) -> list[Callback]:
         """The freeze policy, when it acts during training (two_stage)."""
