@@ -43,7 +43,7 @@ def run(module: str, args: list[str], cwd: Path) -> str:
 def checkpoint(tmp_path_factory) -> Path:
     """best.ckpt of a `debug=fast` run of the real CLI (digits, MobileNetV3-Small)."""
     cwd = tmp_path_factory.mktemp("train")
-    run("cnnlab.cli", ["debug=fast", "test=false"], cwd)
+    run("cnnlab.cli", ["debug=fast", "test=false", "model=mobilenetv3_small"], cwd)
     return next(cwd.glob("outputs/*/*/checkpoints/best.ckpt"))
 
 
