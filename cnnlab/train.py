@@ -23,7 +23,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.data_plots import start_data_plots
 from cnnlab.evaluation import plots
 from cnnlab.evaluation.report import read_history, write_run_report
-from cnnlab.evaluation.wandb_views import finish_wandb, log_config, prepare_wandb
+from cnnlab.evaluation.wandb_views import finish_wandb, log_config, log_report, prepare_wandb
 from cnnlab.training.allocator import huge_pages_requested, keep_freed_memory, malloc_tuned, preloaded_allocator
 from cnnlab.training.callbacks import EpochTimer
 from cnnlab.training.distributed import is_global_zero
@@ -169,7 +169,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=tested_checkpoint, verbose=False)
             results.update({k: float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()})
             if trainer.is_global_zero:
-                write_run_report(trainer, module, datamodule, output_dir, results)
+                log_report(trainer.loggers, write_run_report(trainer, module, datamodule, output_dir, results))
         results["status"] = "completed"
         return results
     except BaseException as error:

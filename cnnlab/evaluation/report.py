@@ -17,7 +17,6 @@ from cnnlab.evaluation import plots
 from cnnlab.evaluation.metrics import ClassificationMetrics, compute_metrics
 from cnnlab.evaluation.predictions import Predictions, collect_predictions, run_precision_of
 from cnnlab.evaluation.summary import is_missing, read_overrides
-from cnnlab.evaluation.wandb_views import log_report
 from cnnlab.training.module import ImageClassifier
 
 # hyperparameter groups of ImageClassifier shown in the report's configuration summary
@@ -185,7 +184,7 @@ def write_run_report(
     trainer: L.Trainer, module: ImageClassifier, datamodule: ImageDataModule, output_dir: Path, results: dict
 ) -> Report:
     """Report on the test split after ``trainer.test`` (module holds the tested weights); adds
-    ``test/auroc_macro`` to ``results`` and shows the report in W&B when a WandbLogger is attached."""
+    ``test/auroc_macro`` to ``results``."""
     hparams = module.hparams
     predictions = collect_predictions(
         module, datamodule.evaluation_split("test"), hparams.preprocessing, datamodule.class_names, datamodule.eval_batch_size,
@@ -201,5 +200,4 @@ def write_run_report(
         overrides=read_overrides(output_dir),
     )
     results["test/auroc_macro"] = report.metrics.auroc_macro
-    log_report(trainer.loggers, report)
     return report
