@@ -28,6 +28,7 @@ from cnnlab.training.allocator import huge_pages_requested, keep_freed_memory, m
 from cnnlab.training.callbacks import EpochTimer
 from cnnlab.training.distributed import is_global_zero
 from cnnlab.training.freeze import trainable_base_params
+from cnnlab.training.loggers import require_logger_packages
 from cnnlab.models.complexity import count_macs
 from cnnlab.training.module import ImageClassifier
 from cnnlab.training.precision import run_precision
@@ -127,6 +128,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)
         L.seed_everything(cfg.seed, workers=True)
         callbacks = _instantiate_all(cfg.get("callbacks"))
+        require_logger_packages(cfg.get("logger"))
         prepare_wandb(cfg)
         loggers = _instantiate_all(cfg.get("logger"))
         precision, precision_reason = run_precision(cfg)
