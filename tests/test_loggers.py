@@ -43,7 +43,7 @@ def test_tensorboard_event_files_hold_the_per_epoch_scalars(run_dir: Path) -> No
 def test_mlflow_run_holds_the_config_and_metrics(run_dir: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{run_dir.parents[2] / 'outputs' / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{run_dir.parents[1] / 'mlflow.db'}")  # outputs/mlflow.db
     (run,) = client.search_runs([client.get_experiment_by_name("cnnlab").experiment_id])
     assert run.info.status == "FINISHED"
     assert run.data.tags["run_dir"] == str(run_dir)
