@@ -41,9 +41,13 @@ def run_cli(args: list[str], cwd: Path, module: str = "cnnlab.cli", check: bool 
 
 def logged_out_env(home: Path) -> dict[str, str]:
     """A user's environment built from scratch: the venv's console scripts on PATH and an empty HOME, so no
-    W&B login (no ~/.netrc, no WANDB_* variable) and no logger setting of the machine's user."""
+    W&B login (no ~/.netrc, no WANDB_* variable) and no logger setting (MLFLOW_*) of the machine's user.
+    Only the test runner's thread count (the Makefile's OMP_NUM_THREADS) is passed on."""
     home.mkdir(parents=True, exist_ok=True)
-    return {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", "HOME": str(home)}
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", "HOME": str(home)}
+    if "OMP_NUM_THREADS" in os.environ:
+        env["OMP_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"]
+    return env
 
 
 def run_console_script(script: str, args: list[str], cwd: Path, env: dict[str, str], check: bool = True):

@@ -139,14 +139,15 @@ def test_run_files_hold_metrics_config_images_tables_and_the_best_checkpoint(swe
     ]
     # interactive charts: W&B's confusion-matrix panel with the same counts, the ROC panel with every class
     # that has positives and negatives
-    assert run.config["_wandb/visualize/report/confusion_matrix_chart"]["panel_config"]["panelDefId"] == "wandb/confusion_matrix/v1"
-    assert run.config["_wandb/visualize/report/roc_curves_chart"]["panel_config"]["panelDefId"] == "wandb/area-under-curve/v0"
+    for chart, panel in (("confusion_matrix_chart", "wandb/confusion_matrix/v1"), ("roc_curves_chart", "wandb/area-under-curve/v0")):
+        assert run.config[f"_wandb/visualize/report/{chart}"]["panel_config"]["panelDefId"] == panel
     counts = {(actual, predicted): n for actual, predicted, n in run.table("report/confusion_matrix_chart_table")["data"]}
     names = confusion[0].split(",")[1:]
-    assert {key: n for key, n in counts.items() if n} == {
-        (actual, predicted): int(n) for line in confusion[1:] for actual, *row in [line.split(",")]
-        for predicted, n in zip(names, row) if int(n)
-    }
+    on_disk = {}
+    for line in confusion[1:]:
+        actual, *row = line.split(",")
+        on_disk.update({(actual, predicted): int(n) for predicted, n in zip(names, row) if int(n)})
+    assert {key: n for key, n in counts.items() if n} == on_disk
     roc = run.table("report/roc_curves_chart_table")
     assert roc["columns"] == ["class", "fpr", "tpr"]
     curves = defaultdict(list)

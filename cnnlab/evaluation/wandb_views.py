@@ -53,7 +53,10 @@ def prepare_wandb(cfg: DictConfig) -> None:
 
     mode = wandb_cfg.get("mode") or os.environ.get("WANDB_MODE") or ("offline" if wandb_cfg.get("offline") else "online")
     if mode not in OFFLINE_MODES and not wandb.login(prompt=False, verify=False):
-        log.warning("No W&B login (`wandb login` or WANDB_API_KEY): logging offline; the run ends with the `wandb sync` command that uploads it")
+        log.warning(
+            "No W&B login (`wandb login` or WANDB_API_KEY): logging offline; the run ends with the `wandb sync` "
+            "command that uploads it"
+        )
         wandb_cfg.mode = "offline"  # not the logger's `offline` flag, which Lightning refuses together with log_model
     if not wandb_cfg.get("id"):
         wandb_cfg.id = _run_id(Path(cfg.paths.output_dir))
