@@ -2,11 +2,12 @@
 empty HOME. Each run goes offline by itself and is read back from its own ``.wandb`` file (protobuf records
 of ``wandb.proto``): per-epoch and per-step metrics, the config once as flat keys, report images,
 interactive charts and tables, the best checkpoint artifact, one finished W&B run per multirun job, all in
-the sweep's group."""
+the sweep's group. A login to a server out of reach goes offline too."""
 
 from __future__ import annotations
 
 import json
+import socket
 import struct
 from collections import defaultdict
 from pathlib import Path
@@ -158,3 +159,21 @@ def test_run_files_hold_metrics_config_images_tables_and_the_best_checkpoint(swe
         assert points[0] == (0.0, 0.0) and points[-1] == (1.0, 1.0) and points == sorted(points)
     # logger.wandb.log_model=true: checkpoints as model artifacts, the best one aliased "best"
     assert any("best" in aliases for aliases in run.artifacts["model"])
+
+
+def test_logged_in_without_reaching_the_server_logs_offline(tmp_path: Path) -> None:
+    """A W&B login (as `wandb login --host` leaves it: ~/.netrc and the base URL in wandb's settings file) to
+    a server the machine cannot reach: the run goes offline at once instead of failing after wandb's timeout."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        server = f"127.0.0.1:{probe.getsockname()[1]}"
+    env = logged_out_env(tmp_path / "home")
+    (tmp_path / "home" / ".config" / "wandb").mkdir(parents=True)
+    (tmp_path / "home" / ".config" / "wandb" / "settings").write_text(f"[default]\nbase_url = http://{server}\n")
+    (tmp_path / "home" / ".netrc").write_text(f"machine {server}\n  login user\n  password {'a' * 40}\n")
+    (tmp_path / "home" / ".netrc").chmod(0o600)
+    result = run_console_script("cnnlab", ["debug=smoke", "logger=wandb"], tmp_path, env)
+    assert f"W&B server http://{server} not reachable: logging offline" in result.stdout + result.stderr
+    (run_dir,) = {path.parent for path in tmp_path.glob("outputs/*/*/results.json")}
+    run = OfflineRun(run_dir)
+    assert run.exit_code == 0 and run.logged("val/acc")

@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -40,24 +42,28 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def prepare_wandb(cfg: DictConfig) -> None:
-    """Before the W&B logger is built: go offline (without prompting) when there is no W&B login, and
-    in a multirun put every job in one group named after the sweep and name it by its overrides.
+    """Before the W&B logger is built: go offline (without prompting) when there is no W&B login or the
+    W&B server cannot be reached, and in a multirun put every job in one group named after the sweep and
+    name it by its overrides.
 
     Offline is chosen as the run's ``mode`` (passed to ``wandb.init``): wandb fixes its settings at the
     first ``wandb.login``, so setting ``WANDB_MODE`` after it is ignored and ``wandb.init`` fails on
-    the missing API key."""
+    the missing API key (or, logged in without network, after a 90 s timeout)."""
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if not wandb_cfg:
         return
     import wandb
 
     mode = wandb_cfg.get("mode") or os.environ.get("WANDB_MODE") or ("offline" if wandb_cfg.get("offline") else "online")
-    if mode not in OFFLINE_MODES and not wandb.login(prompt=False, verify=False):
-        log.warning(
-            "No W&B login (`wandb login` or WANDB_API_KEY): logging offline; the run ends with the `wandb sync` "
-            "command that uploads it"
-        )
-        wandb_cfg.mode = "offline"  # not the logger's `offline` flag, which Lightning refuses together with log_model
+    if mode not in OFFLINE_MODES:
+        reason = None
+        if not wandb.login(prompt=False, verify=False):
+            reason = "No W&B login (`wandb login` or WANDB_API_KEY)"
+        elif not _reachable(server := wandb.setup().settings.base_url):
+            reason = f"W&B server {server} not reachable"
+        if reason:
+            log.warning("%s: logging offline; the run ends with the `wandb sync` command that uploads it", reason)
+            wandb_cfg.mode = "offline"  # not the logger's `offline` flag, which Lightning refuses with log_model
     if not wandb_cfg.get("id"):
         wandb_cfg.id = _run_id(Path(cfg.paths.output_dir))
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -67,6 +73,16 @@ def prepare_wandb(cfg: DictConfig) -> None:
         wandb_cfg.group = str(sweep_dir.relative_to(log_dir)) if sweep_dir.is_relative_to(log_dir) else sweep_dir.name
         if not wandb_cfg.get("name"):
             wandb_cfg.name = hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
+
+
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to ``url``'s host and port opens within ``timeout`` seconds."""
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _run_id(output_dir: Path) -> str:
