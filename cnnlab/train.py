@@ -23,11 +23,12 @@ from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.data_plots import start_data_plots
 from cnnlab.evaluation import plots
 from cnnlab.evaluation.report import read_history, write_run_report
-from cnnlab.evaluation.wandb_views import finish_wandb, log_config, prepare_wandb
+from cnnlab.evaluation.wandb_views import finish_wandb, log_config, log_report, prepare_wandb
 from cnnlab.training.allocator import huge_pages_requested, keep_freed_memory, malloc_tuned, preloaded_allocator
 from cnnlab.training.callbacks import EpochTimer
 from cnnlab.training.distributed import is_global_zero
 from cnnlab.training.freeze import trainable_base_params
+from cnnlab.training.loggers import require_logger_packages
 from cnnlab.models.complexity import count_macs
 from cnnlab.training.module import ImageClassifier
 from cnnlab.training.precision import run_precision
@@ -127,6 +128,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)
         L.seed_everything(cfg.seed, workers=True)
         callbacks = _instantiate_all(cfg.get("callbacks"))
+        require_logger_packages(cfg.get("logger"))
         prepare_wandb(cfg)
         loggers = _instantiate_all(cfg.get("logger"))
         precision, precision_reason = run_precision(cfg)
@@ -169,7 +171,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=tested_checkpoint, verbose=False)
             results.update({k: float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()})
             if trainer.is_global_zero:
-                write_run_report(trainer, module, datamodule, output_dir, results)
+                log_report(trainer.loggers, write_run_report(trainer, module, datamodule, output_dir, results))
         results["status"] = "completed"
         return results
     except BaseException as error:

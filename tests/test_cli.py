@@ -66,15 +66,6 @@ def test_same_seed_same_result(cnnlab):
         assert first[key] == second[key], key
 
 
-def test_wandb_logger_works_offline(cnnlab):
-    cnnlab(*TINY, "logger=wandb")
-    (run,) = run_dirs(cnnlab.cwd)
-    (wandb_file,) = (run / "wandb").glob("offline-run-*/run-*.wandb")
-    payload = wandb_file.read_bytes()
-    assert b"val/acc" in payload and b"train/loss" in payload
-    assert (run / "metrics.csv").is_file()  # the CSV log is kept next to W&B
-
-
 def test_unknown_option_lists_valid_names(cnnlab):
     result = cnnlab("model=mobilenet_v9", check=False)
     assert result.returncode != 0

@@ -3,6 +3,7 @@ mixed-precision and channels-last switches."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -32,8 +33,11 @@ def test_ddp_sweep_job_on_two_cpu_processes_writes_one_run_dir(cnnlab, cache_dir
     assert [row.split(",")[0] for row in rows] == (run / "data/test_files.txt").read_text().split()
     accuracy = json.loads((run / "report/classification_report.json").read_text())["accuracy"]
     assert abs(accuracy - results["test/acc"]) < 1e-6
-    epochs = [row.split(",")[0] for row in (run / "metrics.csv").read_text().splitlines()[1:]]
-    assert epochs.count("1") == 2  # one val row and one train row for epoch 1: rank 0 alone logs
+    with open(run / "metrics.csv", newline="") as f:
+        rows = [row for row in csv.DictReader(f) if row["epoch"] == "1"]
+    # one val row, one train row and one step row (debug=smoke: one batch) for epoch 1: rank 0 alone logs
+    assert sorted(next(k for k in ("val/acc", "train/acc", "train/loss_step") if row[k]) for row in rows) == [
+        "train/acc", "train/loss_step", "val/acc"]
 
 
 def test_torchrun_starts_both_ranks_at_once_and_one_decodes(tmp_path, cache_dir):

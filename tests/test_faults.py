@@ -146,7 +146,8 @@ def test_results_record_versions_and_commit(cnnlab):
     assert (run / ".hydra/config.yaml").is_file()
 
 
-def test_resumed_run_continues_its_wandb_run(cnnlab):
+def test_resumed_run_continues_its_wandb_run(cnnlab_logged_out):
+    cnnlab = cnnlab_logged_out  # no W&B login: both processes log offline
     cnnlab(*FAST, "logger=wandb", "hydra.run.dir=outputs/logged")
     cnnlab(*FAST, "logger=wandb", "hydra.run.dir=outputs/logged", "ckpt_path=last", "trainer.max_epochs=2")
     run = cnnlab.cwd / "outputs/logged"

@@ -33,7 +33,7 @@ CONF_MODELS = Path(__file__).resolve().parents[1] / "conf" / "model"
 
 def run(module: str, args: list[str], cwd: Path) -> str:
     """``python -m <module> <args>`` in ``cwd``; its stdout, or the test fails with its output."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
     result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{module} {args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout

@@ -16,7 +16,6 @@ from cnnlab.data.base import ImageDataModule
 from cnnlab.evaluation import plots
 from cnnlab.evaluation.metrics import ClassificationMetrics, compute_metrics
 from cnnlab.evaluation.summary import is_missing, read_overrides
-from cnnlab.evaluation.wandb_views import log_report
 from cnnlab.inference import Predictions
 from cnnlab.training.module import ImageClassifier
 
@@ -185,7 +184,7 @@ def write_run_report(
     trainer: L.Trainer, module: ImageClassifier, datamodule: ImageDataModule, output_dir: Path, results: dict
 ) -> Report:
     """Report on the test split from the logits ``trainer.test`` computed (no second pass over the split);
-    adds ``test/auroc_macro`` to ``results`` and shows the report in W&B when a WandbLogger is attached."""
+    adds ``test/auroc_macro`` to ``results``."""
     split = datamodule.evaluation_split("test")
     count = min(len(module.test_logits), len(split))  # trainer.limit_test_batches may have tested fewer
     images = split.images
@@ -206,5 +205,4 @@ def write_run_report(
         overrides=read_overrides(output_dir),
     )
     results["test/auroc_macro"] = report.metrics.auroc_macro
-    log_report(trainer.loggers, report)
     return report

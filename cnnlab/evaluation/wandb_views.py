@@ -1,5 +1,5 @@
-"""Weights & Biases views of a run: flat config keys, report images and tables, offline fallback,
-one W&B run per job (grouped by sweep).
+"""Weights & Biases views of a run: flat config keys, the report's images, interactive charts and tables,
+offline fallback, one W&B run per job (grouped by sweep).
 
 ``wandb`` is imported only when a W&B logger is configured: plain CSV runs never pay for it.
 """
@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.loggers import Logger, WandbLogger
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
@@ -39,18 +42,28 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def prepare_wandb(cfg: DictConfig) -> None:
-    """Before the W&B logger is built: go offline (without prompting) when there is no W&B login, and
-    in a multirun put every job in one group named after the sweep and name it by its overrides."""
+    """Before the W&B logger is built: go offline (without prompting) when there is no W&B login or the
+    W&B server cannot be reached, and in a multirun put every job in one group named after the sweep and
+    name it by its overrides.
+
+    Offline is chosen as the run's ``mode`` (passed to ``wandb.init``): wandb fixes its settings at the
+    first ``wandb.login``, so setting ``WANDB_MODE`` after it is ignored and ``wandb.init`` fails on
+    the missing API key (or, logged in without network, after a 90 s timeout)."""
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if not wandb_cfg:
         return
     import wandb
 
-    if os.environ.get("WANDB_MODE", "") not in OFFLINE_MODES and not wandb_cfg.get("offline"):
+    mode = wandb_cfg.get("mode") or os.environ.get("WANDB_MODE") or ("offline" if wandb_cfg.get("offline") else "online")
+    if mode not in OFFLINE_MODES:
+        reason = None
         if not wandb.login(prompt=False, verify=False):
-            log.warning("No W&B login: logging offline; upload later with the `wandb sync` command printed at the end")
-            # WANDB_MODE, not the logger's `offline` flag, which Lightning refuses together with log_model
-            os.environ["WANDB_MODE"] = "offline"
+            reason = "No W&B login (`wandb login` or WANDB_API_KEY)"
+        elif not _reachable(server := wandb.setup().settings.base_url):
+            reason = f"W&B server {server} not reachable"
+        if reason:
+            log.warning("%s: logging offline; the run ends with the `wandb sync` command that uploads it", reason)
+            wandb_cfg.mode = "offline"  # not the logger's `offline` flag, which Lightning refuses with log_model
     if not wandb_cfg.get("id"):
         wandb_cfg.id = _run_id(Path(cfg.paths.output_dir))
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -60,6 +73,16 @@ def prepare_wandb(cfg: DictConfig) -> None:
         wandb_cfg.group = str(sweep_dir.relative_to(log_dir)) if sweep_dir.is_relative_to(log_dir) else sweep_dir.name
         if not wandb_cfg.get("name"):
             wandb_cfg.name = hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
+
+
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to ``url``'s host and port opens within ``timeout`` seconds."""
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _run_id(output_dir: Path) -> str:
@@ -80,7 +103,9 @@ def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
 
 
 def log_report(loggers: list[Logger], report: Report) -> None:
-    """Show the report in W&B: figures as images, confusion matrix and classification report as tables."""
+    """Show the report in W&B: its figures as images; the confusion matrix and ROC curves as interactive
+    charts (W&B's own confusion-matrix and ROC panels, drawn from the report's counts and curves); the
+    confusion matrix and per-class classification report as tables."""
     wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
     if not wandb_loggers:
         return
@@ -96,6 +121,24 @@ def log_report(loggers: list[Logger], report: Report) -> None:
     )
     data["report/classification_report"] = wandb.Table(
         columns=["class", *columns], data=[[row, *(metrics.report[row][c] for c in columns)] for row in rows]
+    )
+    true, predicted = np.nonzero(metrics.confusion)
+    counts = metrics.confusion[true, predicted]
+    data["report/confusion_matrix_chart"] = wandb.plot.confusion_matrix(
+        y_true=np.repeat(true, counts).tolist(), preds=np.repeat(predicted, counts).tolist(), class_names=names,
+        title=f"Confusion matrix ({report.split})",
+    )
+    # the chart wandb.plot.roc_curve draws, from the report's curves (roc_curve recomputes them and needs pandas)
+    roc_rows = [[name, float(x), float(y)] for name, curve in metrics.roc.items() for x, y in zip(curve.fpr, curve.tpr)]
+    data["report/roc_curves_chart"] = wandb.plot_table(
+        "wandb/area-under-curve/v0",
+        wandb.Table(columns=["class", "fpr", "tpr"], data=roc_rows),
+        {"x": "fpr", "y": "tpr", "class": "class"},
+        {
+            "title": f"ROC curves ({report.split}, macro AUROC {metrics.auroc_macro:.4f})",
+            "x-axis-title": "False positive rate",
+            "y-axis-title": "True positive rate",
+        },
     )
     for logger in wandb_loggers:
         logger.experiment.log(data)

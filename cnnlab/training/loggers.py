@@ -1,12 +1,31 @@
-"""A CSV logger that keeps the rows of the run it continues."""
+"""A CSV logger that keeps the rows of the run it continues; the packages of the optional loggers."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
+from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+from cnnlab.errors import ConfigError
+
+# loggers whose package is an optional extra of cnnlab (pyproject.toml), by class: the package, also the extra's name
+OPTIONAL_PACKAGES = {
+    "lightning.pytorch.loggers.TensorBoardLogger": "tensorboard",
+    "lightning.pytorch.loggers.MLFlowLogger": "mlflow",
+}
+
+
+def require_logger_packages(logger_cfg: Any) -> None:
+    """Stop before any data is loaded, with the install command, when a configured logger's package is
+    missing (Lightning would fail only when the logger is built, with a traceback)."""
+    for name, config in (logger_cfg or {}).items():
+        package = OPTIONAL_PACKAGES.get((config or {}).get("_target_", ""))
+        if package and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"logger {name} needs the {package} package: pip install 'cnnlab[{package}]'")
 
 
 class _AppendingWriter(ExperimentWriter):
