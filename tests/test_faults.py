@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cnnlab.training.interrupts import requeued_checkpoint
 from conftest import cli_env, read_results, run_dirs
 
 FAST = ["debug=fast", "callbacks.progress_bar=null"]
@@ -148,7 +149,8 @@ def test_killed_run_resumes_to_the_same_result(cnnlab):
 
 def test_sigterm_saves_a_checkpoint_records_the_signal_and_resumes(cnnlab):
     """What SLURM and most schedulers send first: the run stops cleanly, with 128 + 15 as a shell reports it."""
-    process = _start([*RESUMABLE, "trainer.max_epochs=50", "hydra.run.dir=outputs/term"], cnnlab.cwd, command=(str(CNNLAB),))
+    args = [*RESUMABLE, "trainer.limit_train_batches=10", "hydra.run.dir=outputs/term"]
+    process = _start([*args, "trainer.max_epochs=50"], cnnlab.cwd, command=(str(CNNLAB),))
     _wait_for("outputs/term/checkpoints/last.ckpt", cnnlab.cwd, process)  # the second epoch is under way
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=600) == 128 + signal.SIGTERM
@@ -160,7 +162,7 @@ def test_sigterm_saves_a_checkpoint_records_the_signal_and_resumes(cnnlab):
     interrupted = run / "checkpoints/interrupted.ckpt"
     assert _epoch(interrupted) >= 1
 
-    cnnlab(*RESUMABLE, "hydra.run.dir=outputs/term", f"ckpt_path={interrupted}")
+    cnnlab(*args, f"ckpt_path={interrupted}")
     resumed = read_results(run)
     assert resumed["status"] == "completed" and resumed["epochs_run"] == 3
     assert [epoch for epoch, _ in _val_losses(run)] == [0, 1, 2]
@@ -259,3 +261,20 @@ def test_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_previous(
     assert _epoch(run / "checkpoints/last.ckpt") == 0
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]  # no partial file
     assert read_results(run)["status"] == "failed"
+
+
+def test_requeued_slurm_job_finds_its_checkpoint(tmp_path, monkeypatch):
+    """SLURM's variables as a requeued job sees them; Lightning names its requeue checkpoints hpc_ckpt_<n>."""
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "cnnlab")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints/last.ckpt").write_bytes(b"")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    assert requeued_checkpoint(tmp_path) is None  # the first start: from scratch
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert requeued_checkpoint(tmp_path) == str(tmp_path / "checkpoints/last.ckpt")  # preempted
+    for n in (2, 10):
+        (tmp_path / f"hpc_ckpt_{n}.ckpt").write_bytes(b"")
+    assert requeued_checkpoint(tmp_path) == str(tmp_path / "hpc_ckpt_10.ckpt")  # requeued before the time limit
+    monkeypatch.delenv("SLURM_NTASKS")
+    assert requeued_checkpoint(tmp_path) is None  # not on SLURM

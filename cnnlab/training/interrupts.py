@@ -3,6 +3,7 @@ resume from, and SLURM's requeued jobs picking up their checkpoint."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -76,9 +77,14 @@ def interrupt_message(stopped: signal.Signals, output_dir: Path) -> str:
 
 
 def requeued_checkpoint(output_dir: Path) -> str | None:
-    """On SLURM, the newest checkpoint Lightning saved before it requeued this job (``hpc_ckpt_<n>.ckpt``
-    in the run dir, on the requeue signal); the requeued job resumes from it."""
-    if not SLURMEnvironment.detect():
+    """In a SLURM job that was requeued (``SLURM_RESTART_COUNT`` > 0), the checkpoint to continue from:
+    the newest ``hpc_ckpt_<n>.ckpt`` Lightning saved in the run dir on the requeue signal before the
+    time limit, else ``checkpoints/last.ckpt`` (a preempted job, stopped by SIGTERM alone). None
+    elsewhere: an ordinary run starts afresh unless ``ckpt_path`` says otherwise."""
+    if not SLURMEnvironment.detect() or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) == 0:
         return None
     saved = sorted(output_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
-    return str(saved[-1]) if saved else None
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if saved:
+        return str(saved[-1])
+    return str(last) if last.is_file() else None
