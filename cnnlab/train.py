@@ -188,8 +188,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         results["status"] = "completed"
         return results
     except BaseException as error:
+        interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
         stopped = stopping_signal(error)
-        interrupted = stopped is not None or isinstance(error, (KeyboardInterrupt, SystemExit))
         results["status"] = "interrupted" if interrupted else "failed"
         if stopped is not None:
             results["error"] = f"interrupted by {stopped.name}"
