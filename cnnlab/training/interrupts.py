@@ -70,8 +70,8 @@ def interrupt_message(stopped: signal.Signals, output_dir: Path) -> str:
     if (checkpoints / "interrupted.ckpt").is_file():
         parts.append(
             f"{checkpoints / 'interrupted.ckpt'} holds the weights at the interruption, mid-epoch: a resume from it "
-            "(ckpt_path=<that file>) redoes the rest of that epoch with other batches, so it is close to, not "
-            "the same as, an uninterrupted run"
+            "(ckpt_path=<that file>) finishes that epoch on other batches than an uninterrupted run would, so it "
+            "ends close to, not exactly at, the same result"
         )
     return "; ".join(parts)
 
