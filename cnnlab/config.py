@@ -29,6 +29,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.img_size": (lambda v: v >= 8, "an integer >= 8"),
     "trainer.max_epochs": (lambda v: v >= 1 or v == -1, "an integer >= 1 (or -1 for no limit)"),
     "callbacks.early_stopping.patience": (lambda v: v >= 0, "an integer >= 0"),
+    "seed": (lambda v: v == int(v) and 0 <= v < 2**32, "an integer in 0..4294967295 (NumPy's seed range)"),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -28,7 +29,8 @@ from cnnlab.training.allocator import huge_pages_requested, keep_freed_memory, m
 from cnnlab.training.callbacks import EpochTimer
 from cnnlab.training.distributed import is_global_zero
 from cnnlab.training.freeze import trainable_base_params
-from cnnlab.training.loggers import require_logger_packages
+from cnnlab.training.interrupts import interrupt_message, requeued_checkpoint, sigterm_interrupts, stopping_signal
+from cnnlab.training.loggers import RunCSVLogger, require_logger_packages
 from cnnlab.models.complexity import count_macs
 from cnnlab.training.module import ImageClassifier
 from cnnlab.training.precision import run_precision
@@ -114,7 +116,15 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, then test the weights ``cfg.test_weights`` names; write and return results.json."""
+    """Fit, then test the weights ``cfg.test_weights`` names; write and return results.json.
+
+    SIGTERM or Ctrl-C saves ``checkpoints/interrupted.ckpt`` (during fit), records the run as interrupted
+    and exits with 128 + the signal's number, as a shell reports a process a signal ended."""
+    with sigterm_interrupts():
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"status": "running", "environment": environment()}
@@ -125,7 +135,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         validate(cfg)
         if cfg.get("tune_malloc"):
             keep_freed_memory()
-        ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)
+        ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir) or requeued_checkpoint(output_dir)
         L.seed_everything(cfg.seed, workers=True)
         callbacks = _instantiate_all(cfg.get("callbacks"))
         require_logger_packages(cfg.get("logger"))
@@ -136,7 +146,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule = prepare_datamodule(cfg, trainer)  # the trainer knows this process's rank
         module = build_module(cfg, datamodule)
         if ckpt_path:
-            check_compatible(load_checkpoint(ckpt_path, cfg.trust_checkpoint), dict(module.hparams), ckpt_path)
+            checkpoint = load_checkpoint(ckpt_path, cfg.trust_checkpoint)
+            check_compatible(checkpoint, dict(module.hparams), ckpt_path)
+            for logger in trainer.loggers:
+                if isinstance(logger, RunCSVLogger):
+                    logger.rewind(checkpoint["global_step"])
         if trainer.is_global_zero:
             data_plots = start_data_plots(datamodule, output_dir / "report")
 
@@ -176,12 +190,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return results
     except BaseException as error:
         interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
+        stopped = stopping_signal(error)
         results["status"] = "interrupted" if interrupted else "failed"
-        results["error"] = str(error) if isinstance(error, CnnlabError) else f"{type(error).__name__}: {error}"
-        if not isinstance(error, CnnlabError):
+        if stopped is not None:
+            results["error"] = f"interrupted by {stopped.name}"
+        elif isinstance(error, CnnlabError):
+            results["error"] = str(error)
+        else:
+            results["error"] = f"{type(error).__name__}: {error}"
             results["traceback"] = traceback.format_exc()
         if interrupted:
             _write_learning_curves(output_dir)
+        if stopped is not None:
+            if is_global_zero():
+                print(f"cnnlab: {interrupt_message(stopped, output_dir)}", file=sys.stderr)
+            raise SystemExit(128 + stopped) from None
         if _is_out_of_memory(error):
             raise CnnlabError(
                 f"out of memory with data.batch_size={cfg.data.batch_size}: try a smaller batch, "

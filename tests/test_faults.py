@@ -4,6 +4,8 @@ kills, Ctrl-C, diverging losses, foreign checkpoints."""
 from __future__ import annotations
 
 import argparse
+import csv
+import os
 import signal
 import subprocess
 import sys
@@ -13,9 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from cnnlab.training.interrupts import requeued_checkpoint
 from conftest import cli_env, read_results, run_dirs
 
 FAST = ["debug=fast", "callbacks.progress_bar=null"]
+CNNLAB = Path(sys.executable).parent / "cnnlab"  # the console script a user runs
 
 
 @pytest.mark.parametrize(
@@ -33,9 +37,10 @@ FAST = ["debug=fast", "callbacks.progress_bar=null"]
         (["data.augment.padding_mode=mirror"], "data.augment.padding_mode='mirror' is invalid: expected one of zeros, border, reflection"),
         (["data.augment.degrees=abc"], "data.augment.degrees='abc' has the wrong type: expected float"),
         (["data.eval_batch_size=abc"], "data.eval_batch_size='abc' has the wrong type: expected int or null"),
+        (["seed=-1"], "seed=-1 is invalid: expected an integer in 0..4294967295"),
     ],
     ids=["lr", "batch_size", "fold", "freeze", "alpha_type", "img_size", "unknown_key", "misplaced_key", "precision", "augment_choice",
-         "augment_type", "datamodule_base_key"],
+         "augment_type", "datamodule_base_key", "seed"],
 )
 def test_config_mistake_stops_before_data_with_one_line(cnnlab, overrides, expected):
     result = cnnlab(*FAST, *overrides, check=False)
@@ -49,10 +54,20 @@ def test_config_mistake_stops_before_data_with_one_line(cnnlab, overrides, expec
     assert not (run / "data").exists()  # stopped before any data was loaded
 
 
-def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+def test_run_dir_that_is_a_file_is_refused_with_one_line(cnnlab):
+    (cnnlab.cwd / "notes.txt").write_text("not a directory")
+    for override in ("hydra.run.dir=notes.txt", "hydra.run.dir=notes.txt/run"):
+        result = subprocess.run([CNNLAB, *FAST, override], cwd=cnnlab.cwd, env=cli_env(), capture_output=True, text=True)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            f"cnnlab: error: {override} cannot be created: notes.txt is a file, not a directory. Choose another hydra.run.dir=..."
+        ]
+    assert (cnnlab.cwd / "notes.txt").read_text() == "not a directory"
+
+
+def _start(args: list[str], cwd: Path, command: tuple[str, ...] = (sys.executable, "-m", "cnnlab.cli")) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "cnnlab.cli", *args], cwd=cwd, env=cli_env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [*command, *args], cwd=cwd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
 
 
@@ -72,6 +87,47 @@ def _wait_for(path_glob: str, cwd: Path, process: subprocess.Popen, timeout: flo
 RESUMABLE = ["callbacks.progress_bar=null", "callbacks.model_summary=null", "trainer.max_epochs=3", "seed=3"]
 
 
+def _rows(run: Path) -> list[dict[str, str]]:
+    with (run / "metrics.csv").open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def _val_losses(run: Path) -> list[tuple[int, float]]:
+    """(epoch, val/loss) of each validation row of metrics.csv, in file order."""
+    return [(int(row["epoch"]), float(row["val/loss"])) for row in _rows(run) if row["val/loss"]]
+
+
+def _test_rows(run: Path) -> list[int]:
+    """Positions of metrics.csv rows holding test metrics."""
+    return [i for i, row in enumerate(_rows(run)) if row["test/acc"]]
+
+
+def _epoch(checkpoint: Path) -> int:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"]
+
+
+def test_last_checkpoint_is_the_latest_epoch_and_resumes_after_it(cnnlab):
+    """In this tiny run val/loss is lowest after the first epoch and rises after: best.ckpt keeps that
+    epoch, last.ckpt must be the final one (Lightning's save_last alone would leave it at the best)."""
+    args = [*FAST, "trainer.max_epochs=3", "trainer.limit_train_batches=3", "hydra.run.dir=outputs/run"]
+    cnnlab(*args)
+    run = cnnlab.cwd / "outputs/run"
+    losses = _val_losses(run)
+    assert [epoch for epoch, _ in losses] == [0, 1, 2]
+    best_epoch = min(losses, key=lambda pair: pair[1])[0]
+    assert best_epoch != 2, f"val/loss should rise in the last epoch for this test to tell best from last: {losses}"
+    assert _epoch(run / "checkpoints/last.ckpt") == 2
+    assert _epoch(run / "checkpoints/best.ckpt") == best_epoch == read_results(run)["best_epoch"]
+
+    cnnlab(*args, "trainer.max_epochs=4", "ckpt_path=last")
+    resumed = read_results(run)
+    assert resumed["status"] == "completed" and resumed["epochs_run"] == 4
+    assert _val_losses(run)[:3] == losses  # epochs 0-2 kept once, not replayed
+    assert [epoch for epoch, _ in _val_losses(run)] == [0, 1, 2, 3]
+    assert _test_rows(run) == [len(_rows(run)) - 1]  # the first run's test row is gone; the new one is last
+    assert _epoch(run / "checkpoints/last.ckpt") == 3
+
+
 def test_killed_run_resumes_to_the_same_result(cnnlab):
     cnnlab(*RESUMABLE, "hydra.run.dir=outputs/uninterrupted")
     expected = read_results(cnnlab.cwd / "outputs/uninterrupted")
@@ -87,16 +143,41 @@ def test_killed_run_resumes_to_the_same_result(cnnlab):
     assert resumed["status"] == "completed"
     for key in ("test/acc", "test/loss", "val/acc_best", "best_epoch", "epochs_run"):
         assert resumed[key] == expected[key], key
+    # the killed run's rows of its unfinished epoch are replaced by the resumed run's: the same curves
+    assert _rows(cnnlab.cwd / "outputs/killed") == _rows(cnnlab.cwd / "outputs/uninterrupted")
+
+
+def test_sigterm_saves_a_checkpoint_records_the_signal_and_resumes(cnnlab):
+    """What SLURM and most schedulers send first: the run stops cleanly, with 128 + 15 as a shell reports it."""
+    args = [*RESUMABLE, "trainer.limit_train_batches=10", "hydra.run.dir=outputs/term"]
+    process = _start([*args, "trainer.max_epochs=50"], cnnlab.cwd, command=(str(CNNLAB),))
+    _wait_for("outputs/term/checkpoints/last.ckpt", cnnlab.cwd, process)  # the second epoch is under way
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=600) == 128 + signal.SIGTERM
+    message = process.stderr.read().strip().splitlines()[-1]
+    assert message.startswith("cnnlab: interrupted by SIGTERM") and "ckpt_path=last" in message
+    run = cnnlab.cwd / "outputs/term"
+    results = read_results(run)
+    assert results["status"] == "interrupted" and "SIGTERM" in results["error"]
+    interrupted = run / "checkpoints/interrupted.ckpt"
+    assert _epoch(interrupted) >= 1
+
+    cnnlab(*args, f"ckpt_path={interrupted}")
+    resumed = read_results(run)
+    assert resumed["status"] == "completed" and resumed["epochs_run"] == 3
+    assert [epoch for epoch, _ in _val_losses(run)] == [0, 1, 2]
+    assert _test_rows(run) == [len(_rows(run)) - 1]
 
 
 def test_ctrl_c_saves_a_checkpoint_and_marks_the_run(cnnlab):
     process = _start([*RESUMABLE, "trainer.max_epochs=50", "hydra.run.dir=outputs/stopped"], cnnlab.cwd)
     _wait_for("outputs/stopped/checkpoints/last.ckpt", cnnlab.cwd, process)
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=600) != 0
+    assert process.wait(timeout=600) == 128 + signal.SIGINT
     run = cnnlab.cwd / "outputs/stopped"
     assert (run / "checkpoints/interrupted.ckpt").is_file(), process.stderr.read()[-3000:]
-    assert read_results(run)["status"] == "interrupted"
+    results = read_results(run)
+    assert results["status"] == "interrupted" and "SIGINT" in results["error"]
     assert (run / "report/learning_curves.png").is_file()
 
 
@@ -156,3 +237,45 @@ def test_resumed_run_continues_its_wandb_run(cnnlab_logged_out):
     run_ids = {path.name.rsplit("-", 1)[-1] for path in offline_runs}
     assert run_ids == {(run / "wandb_run_id.txt").read_text().strip()}
     assert read_results(run)["epochs_run"] == 2
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 46 MB file system: room for this run's first two checkpoints (18.5 MB each) and its small files,
+    not for a third. Needs root to mount."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=46m", "tmpfs", disk]).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield disk
+    subprocess.run(["umount", disk], check=True)
+
+
+def test_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_previous(cnnlab, small_disk):
+    run = small_disk / "run"
+    result = cnnlab(*FAST, "trainer.max_epochs=3", "trainer.limit_train_batches=3", f"hydra.run.dir={run}", check=False)
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("cnnlab: error: no space left on device while saving checkpoint "), result.stderr[-3000:]
+    assert str(run / "checkpoints") in message and "is intact" in message
+    assert "Traceback" not in result.stderr and "inline_container" not in result.stderr
+    assert _epoch(run / "checkpoints/last.ckpt") == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]  # no partial file
+    assert read_results(run)["status"] == "failed"
+
+
+def test_requeued_slurm_job_finds_its_checkpoint(tmp_path, monkeypatch):
+    """SLURM's variables as a requeued job sees them; Lightning names its requeue checkpoints hpc_ckpt_<n>."""
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "cnnlab")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints/last.ckpt").write_bytes(b"")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    assert requeued_checkpoint(tmp_path) is None  # the first start: from scratch
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert requeued_checkpoint(tmp_path) == str(tmp_path / "checkpoints/last.ckpt")  # preempted
+    for n in (2, 10):
+        (tmp_path / f"hpc_ckpt_{n}.ckpt").write_bytes(b"")
+    assert requeued_checkpoint(tmp_path) == str(tmp_path / "hpc_ckpt_10.ckpt")  # requeued before the time limit
+    monkeypatch.delenv("SLURM_NTASKS")
+    assert requeued_checkpoint(tmp_path) is None  # not on SLURM

@@ -8,6 +8,7 @@ import time
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cnnlab.errors import CnnlabError
 
@@ -82,13 +83,14 @@ class StopOnNonFiniteLoss(Callback):
 
 
 class SaveOnInterrupt(Callback):
-    """On Ctrl-C, saves ``checkpoints/interrupted.ckpt`` before Lightning exits."""
+    """On Ctrl-C or SIGTERM, saves ``checkpoints/interrupted.ckpt`` (the weights at the interruption,
+    usually mid-epoch) before Lightning exits."""
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = dirpath
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit":
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.state.fn == "fit":
             path = f"{self.dirpath}/interrupted.ckpt"
             trainer.save_checkpoint(path)
             log.warning("Interrupted: saved %s", path)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import os
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
 
 from cnnlab.errors import ConfigError
 
@@ -48,3 +51,25 @@ class RunCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+    @rank_zero_only
+    def rewind(self, global_step: int) -> None:
+        """Drops the rows a run resumed from a checkpoint at ``global_step`` logs again (steps from there
+        on, which a killed run may have flushed) and test rows (the resumed run tests again), so each
+        epoch appears once and in order."""
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        if not path.is_file():
+            return
+        with path.open(newline="") as file:
+            reader = csv.DictReader(file)
+            fieldnames = reader.fieldnames or []
+            kept = [
+                row for row in reader
+                if int(row["step"]) < global_step and not any(row[k] for k in fieldnames if k.startswith("test/"))
+            ]
+        tmp = path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, path)

@@ -1,0 +1,90 @@
+"""A run stopped by SIGTERM (schedulers, ``kill``) or Ctrl-C: which signal stopped it, what the user can
+resume from, and SLURM's requeued jobs picking up their checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Iterator
+
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM outside Lightning's fit and test (while the data is prepared, the report written, ...):
+    handled like Ctrl-C. A KeyboardInterrupt, so Lightning and the callbacks treat both alike."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    # Inside fit and test Lightning's own handler calls this one after it has noted the signal: it then
+    # stops at the end of the current batch, a cleaner point than here.
+    if signal.getsignal(signum) is _raise_interrupted:
+        raise Interrupted(signum)
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While in the block, SIGTERM stops the run like Ctrl-C (Python's default: die at once, nothing
+    recorded). Only the main thread can set signal handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stopping_signal(error: BaseException | None) -> signal.Signals | None:
+    """The signal behind an exception that ended a run, or None. Lightning raises ``SIGTERMException``
+    on SIGTERM and turns Ctrl-C's KeyboardInterrupt into ``sys.exit(1)``, so the chain is followed."""
+    while error is not None:
+        if isinstance(error, Interrupted):
+            return signal.Signals(error.signum)
+        if isinstance(error, SIGTERMException):
+            return signal.SIGTERM
+        if isinstance(error, KeyboardInterrupt):
+            return signal.SIGINT
+        error = error.__context__
+    return None
+
+
+def interrupt_message(stopped: signal.Signals, output_dir: Path) -> str:
+    """One line: what stopped the run, what was saved, and which checkpoint resumes it exactly."""
+    checkpoints = output_dir / "checkpoints"
+    parts = [f"interrupted by {stopped.name}"]
+    if (checkpoints / "last.ckpt").is_file():
+        parts.append(
+            f"resume exactly from the last finished epoch with ckpt_path=last hydra.run.dir={output_dir}"
+        )
+    if (checkpoints / "interrupted.ckpt").is_file():
+        parts.append(
+            f"{checkpoints / 'interrupted.ckpt'} holds the weights at the interruption, mid-epoch: a resume from it "
+            "(ckpt_path=<that file>) finishes that epoch on other batches than an uninterrupted run would, so it "
+            "ends close to, not exactly at, the same result"
+        )
+    return "; ".join(parts)
+
+
+def requeued_checkpoint(output_dir: Path) -> str | None:
+    """In a SLURM job that was requeued (``SLURM_RESTART_COUNT`` > 0), the checkpoint to continue from:
+    the newest ``hpc_ckpt_<n>.ckpt`` Lightning saved in the run dir on the requeue signal before the
+    time limit, else ``checkpoints/last.ckpt`` (a preempted job, stopped by SIGTERM alone). None
+    elsewhere: an ordinary run starts afresh unless ``ckpt_path`` says otherwise."""
+    if not SLURMEnvironment.detect() or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) == 0:
+        return None
+    saved = sorted(output_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if saved:
+        return str(saved[-1])
+    return str(last) if last.is_file() else None
