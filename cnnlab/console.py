@@ -35,7 +35,7 @@ def quiet_console() -> None:
     warnings and tips are filtered by message."""
     for category_message, category in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=category_message, category=category)
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
             logger.removeHandler(handler)
