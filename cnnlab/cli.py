@@ -16,9 +16,9 @@ from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from cnnlab.console import print_block, quiet_console, run_end_block
+from cnnlab.console import filter_known_warnings, print_block, quiet_lightning, run_end_block
 from cnnlab.errors import CnnlabError
-from cnnlab.extras import missing_plugin
+from cnnlab.extras import missing_extra, missing_plugin
 from cnnlab.run_dirs import register_resolver
 from cnnlab.training.distributed import is_global_zero, pin_run_dir
 
@@ -38,7 +38,7 @@ def run(cfg: DictConfig) -> float | None:
     from cnnlab.cross_validation import cross_validate  # torch and Lightning: only after --help and --cfg
     from cnnlab.train import train
 
-    quiet_console()
+    quiet_lightning()
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     pin_run_dir()  # a DDP launcher's re-run of this job writes to this job's output dir
     try:
@@ -64,16 +64,20 @@ def main() -> None:
 
     Hydra prints composition errors itself and exits unless HYDRA_FULL_ERROR is set; set here, they reach
     this function, which says what is wrong and what to do. A user's own HYDRA_FULL_ERROR=1 keeps Hydra's."""
+    filter_known_warnings()
     user_setting = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         run()
-    except CnnlabError as error:  # from a Hydra callback (cnnlab.extras.RequireExtras)
-        sys.exit(f"cnnlab: error: {error}")
     except (ConfigCompositionException, OverrideParseException) as error:
         if user_setting == "1":
             raise
         sys.exit(f"cnnlab: error: {explain_config_error(error)}")
+    except Exception as error:  # a sweeper or launcher plugin importing its optional package
+        explanation = missing_extra(error)
+        if explanation is None or user_setting == "1":
+            raise
+        sys.exit(f"cnnlab: error: {explanation}")
     finally:  # main() may be called in a process that goes on (tests)
         if user_setting is None:
             del os.environ["HYDRA_FULL_ERROR"]

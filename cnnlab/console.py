@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from cnnlab.evaluation.summary import Summary
 
-# (message regex, category) of third-party warnings that repeat every run and ask nothing of the user
+# (message regex, category) of warnings that repeat every run and ask nothing of the user
 KNOWN_WARNINGS = [
     # Lightning's pytree helpers on torch >= 2.10 (lightning/pytorch/utilities/_pytree.py)
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # the optional conf/ of the working directory (conf/train.yaml: hydra.searchpath) is usually absent
+    (r"provider=hydra\.searchpath in main, path=conf is not available", UserWarning),
 ]
 # Lightning's INFO advertisement on every Trainer start
 LIGHTNING_TIPS = ("litlogger",)
@@ -29,12 +31,15 @@ class _DropTips(logging.Filter):
 _DROP_TIPS = _DropTips()
 
 
-def quiet_console() -> None:
+def filter_known_warnings() -> None:
+    """Hide the warnings of :data:`KNOWN_WARNINGS`, matched by message and category: others still show."""
+    for message, category in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
+def quiet_lightning() -> None:
     """Once Lightning is imported: its log lines go through Hydra's handlers only (console and
-    ``train.log``) instead of also through the handler Lightning adds itself, and known third-party
-    warnings and tips are filtered by message."""
-    for category_message, category in KNOWN_WARNINGS:
-        warnings.filterwarnings("ignore", message=category_message, category=category)
+    ``train.log``) instead of also through the handlers Lightning adds itself, without its tips."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import importlib
 import re
-from typing import Any
-
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 
 from cnnlab.errors import CnnlabError
 
@@ -21,8 +17,6 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "hydra_plugins.hydra_submitit_launcher": ("slurm", "hydra/launcher=slurm (the submitit launcher)"),
     "submitit": ("slurm", "hydra/launcher=slurm (the submitit launcher)"),
 }
-# a Hydra plugin -> the package it imports when it runs
-PLUGIN_PACKAGES = {"hydra_plugins.hydra_optuna_sweeper": "optuna", "hydra_plugins.hydra_submitit_launcher": "submitit"}
 # a config a plugin registers -> the plugin (composing it fails when the plugin is not installed)
 PLUGIN_CONFIGS = {"hydra/sweeper/optuna": "hydra_plugins.hydra_optuna_sweeper",
                   "hydra/launcher/submitit_slurm": "hydra_plugins.hydra_submitit_launcher"}
@@ -55,6 +49,20 @@ def require(*modules: str) -> None:
             raise MissingExtra(missing_extra_message(module))
 
 
+def missing_extra(error: BaseException) -> str | None:
+    """What to install when ``error`` (or an exception it was raised from) is the import of an optional
+    package failing, e.g. the Optuna sweeper's sampler or the submitit launcher; else None."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        name = getattr(error, "name", None) if isinstance(error, ImportError) else None
+        module = next((m for m in EXTRAS if name and (name == m or name.startswith(m + "."))), None)
+        if module is not None:
+            return missing_extra_message(module)
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def missing_plugin(message: str) -> str | None:
     """For a Hydra composition error that names a plugin's config (``hydra/sweeper/optuna``) of a plugin
     that is not installed: what to install; else None."""
@@ -62,14 +70,3 @@ def missing_plugin(message: str) -> str | None:
         if re.search(re.escape(config) + r"\b", message) and not is_installed(plugin):
             return missing_extra_message(plugin)
     return None
-
-
-class RequireExtras(Callback):
-    """Hydra callback: before a multirun starts, check that its sweeper's and launcher's packages are
-    installed, so a missing one fails at once in one line instead of in the plugin's import."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        for node in (config.hydra.sweeper, config.hydra.launcher):
-            plugin = next((p for p in PLUGIN_PACKAGES if str(node.get("_target_", "")).startswith(p + ".")), None)
-            if plugin is not None:
-                require(plugin, PLUGIN_PACKAGES[plugin])
