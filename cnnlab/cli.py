@@ -101,10 +101,10 @@ def explain_config_error(error: Exception) -> str:
     plugin = missing_plugin(message)
     if plugin is not None:
         return plugin
-    unknown = re.search(r"Could not find '(?:(.+)/)?([^'/]+)'", message)
+    unknown = re.search(r"Could not find '(.+)/([^'/]+)'", message)
     options = re.findall(r"^\t(\S+)$", message.split("Config search path:")[0], flags=re.MULTILINE)
     if unknown and options:
-        group, name = unknown.group(1) or "", unknown.group(2)
+        group, name = unknown.groups()
         close = difflib.get_close_matches(name, options, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         return f"{group}={name} is not an option of {group}: {hint}(options: {', '.join(options)})"
