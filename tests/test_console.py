@@ -165,3 +165,22 @@ def test_local_defaults_are_git_ignored():
     root = Path(__file__).resolve().parents[1]
     ignored = subprocess.run(["git", "-C", str(root), "check-ignore", "conf/local/default.yaml"], capture_output=True, text=True)
     assert ignored.stdout.strip() == "conf/local/default.yaml"
+
+
+def test_pretrained_timm_model_gets_its_weights_normalization_unless_data_sets_one(tmp_path):
+    """tf_mobilenetv3 weights expect inputs scaled to [-1, 1] (mean = std = 0.5), not ImageNet's mean/std."""
+    import timm
+    import torch
+
+    from cnnlab.training.module import ImageClassifier
+
+    name = "tf_mobilenetv3_small_minimal_100"
+    weights = tmp_path / f"{name}.pth"
+    torch.save(timm.create_model(name, pretrained=False, num_classes=0).state_dict(), weights)
+    model = ["model=timm", f"model.net.name={name}", f"model.net.weights_path={weights}", "debug=fast", "test=false"]
+    console("cnnlab", *model, cwd=tmp_path)
+    console("cnnlab", *model, "data.mean=[0.1,0.2,0.3]", "data.std=[0.4,0.5,0.6]", cwd=tmp_path)
+    own, chosen = (ImageClassifier.load_from_checkpoint(run / "checkpoints/best.ckpt", map_location="cpu").hparams.preprocessing
+                   for run in run_dirs(tmp_path))
+    assert (own["mean"], own["std"]) == ([0.5] * 3, [0.5] * 3)
+    assert (chosen["mean"], chosen["std"]) == ([0.1, 0.2, 0.3], [0.4, 0.5, 0.6])
