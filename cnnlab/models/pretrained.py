@@ -108,7 +108,8 @@ class TimmClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone = create_backbone(name, in_chans, pretrained, weights_path, drop_path_rate)
-        width = self.backbone.num_features
+        # the pooled features' width: after a head conv (MobileNetV3) that is not num_features
+        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         layers: list[nn.Module] = []
         if hidden:
             layers += [nn.Linear(width, hidden), (activation or ReLU)()]
