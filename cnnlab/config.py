@@ -170,6 +170,8 @@ def _check_network(cfg: DictConfig) -> None:
         with torch.no_grad():
             net.eval()(torch.zeros(1, 3, img_size, img_size))
     except (RuntimeError, ValueError, InstantiationException) as error:
+        if isinstance(error.__cause__ or error, ConfigError):  # the builder named the bad key (model.net.name)
+            raise (error.__cause__ or error) from None
         reason = str(error.__cause__ or error).splitlines()[0]
         raise ConfigError(
             f"data.img_size={img_size} is too small for model={cfg.model.net._target_} ({reason}); "

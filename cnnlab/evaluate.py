@@ -22,6 +22,7 @@ from cnnlab.errors import CnnlabError, exit_on_user_error
 from cnnlab.evaluation.report import read_history, write_report
 from cnnlab.evaluation.summary import read_overrides
 from cnnlab.inference import load_classifier, predict_split
+from cnnlab.run_dirs import register_resolver
 from cnnlab.training.checkpoints import run_dir_of
 from cnnlab.untrusted import check_run_data
 
@@ -58,6 +59,9 @@ def in_checkpoint_classes(split: Split, names: list[str], checkpoint_names: list
         raise CnnlabError(f"Classes {unknown} of the dataset are not among the checkpoint's {checkpoint_names}")
     index = torch.tensor([checkpoint_names.index(n) for n in names], device=split.labels.device)
     return dataclasses.replace(split, labels=index[split.labels])
+
+
+register_resolver()  # conf/eval.yaml names its run dir with ${unique_dir:...}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnlab.conf", config_name="eval")

@@ -18,7 +18,6 @@ from typing import Callable, Iterator
 
 import hydra
 import numpy as np
-import onnx
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -26,6 +25,7 @@ from torch import nn
 
 from cnnlab.data.preprocess import preprocess
 from cnnlab.errors import CnnlabError, exit_on_user_error
+from cnnlab.extras import require
 from cnnlab.inference import load_classifier
 from cnnlab.training.checkpoints import run_dir_of
 from cnnlab.training.module import ImageClassifier
@@ -41,6 +41,8 @@ class ExportError(CnnlabError):
 def _check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise CnnlabError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    if fmt == "onnx":
+        require("onnx", "onnxruntime")  # the optional cnnlab[export]
 
 
 def export_metadata(module: ImageClassifier) -> dict[str, str]:
@@ -81,6 +83,8 @@ def _constant(g, value: float, dtype: torch.dtype):
 def _hypot_symbolic(g, a, b):
     """aten::hypot (no ONNX op): sqrt(a^2 + b^2) in float64, so float32 results round as torch's do
     (HOG's channel choice is an argmax over magnitudes; an ulp off flips near-ties)."""
+    import onnx
+
     a64, b64 = (g.op("Cast", v, to_i=onnx.TensorProto.DOUBLE) for v in (a, b))
     out = g.op("Sqrt", g.op("Add", g.op("Mul", a64, a64), g.op("Mul", b64, b64)))
     return out if a.type().scalarType() == "Double" else g.op("Cast", out, to_i=onnx.TensorProto.FLOAT)
@@ -92,6 +96,8 @@ def _atan2_symbolic(g, y, x):
     onnxruntime has Atan for float32 only; in float64 (HOG's histogram precision) the float32 atan is
     refined by one Newton step on sin(a) - t cos(a), to float64 accuracy, so orientation bins agree.
     """
+    import onnx
+
     double = y.type().scalarType() == "Double"
     dtype = torch.float64 if double else torch.float32
     zero, one = _constant(g, 0.0, dtype), _constant(g, 1.0, dtype)
@@ -129,6 +135,8 @@ def _onnx_symbolics() -> Iterator[None]:
 
 
 def _export_onnx(net: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, str], opset: int) -> None:
+    import onnx
+
     # the TorchScript-based exporter: the dynamo one needs onnxscript, which cnnlab does not install
     with _onnx_symbolics():
         torch.onnx.export(

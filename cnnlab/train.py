@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.config import validate
 from cnnlab.data.base import ImageDataModule
+from cnnlab.console import per_class_counts
 from cnnlab.environment import environment
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.data_plots import start_data_plots
@@ -32,6 +33,7 @@ from cnnlab.training.freeze import trainable_base_params
 from cnnlab.training.interrupts import interrupt_message, requeued_checkpoint, sigterm_interrupts, stopping_signal
 from cnnlab.training.loggers import RunCSVLogger, require_logger_packages
 from cnnlab.models.complexity import count_macs
+from cnnlab.models.pretrained import pretrained_normalization
 from cnnlab.training.module import ImageClassifier
 from cnnlab.training.precision import run_precision
 from cnnlab.training.checkpoints import check_compatible, load_checkpoint, resolve_checkpoint
@@ -49,8 +51,10 @@ def _to_dict(node: Any) -> Any:
 
 
 def build_datamodule(cfg: DictConfig) -> ImageDataModule:
-    """The run's datamodule, not yet prepared or set up."""
-    return instantiate(cfg.data)
+    """The run's datamodule, not yet prepared or set up; without data.mean/std, inputs get the normalization
+    a pretrained backbone's weights expect."""
+    own = cfg.data.get("mean") is not None
+    return instantiate(cfg.data, **({} if own else pretrained_normalization(_to_dict(cfg.model.net))))
 
 
 def prepare_datamodule(cfg: DictConfig, trainer: L.Trainer) -> ImageDataModule:
@@ -74,7 +78,7 @@ def write_data_files(datamodule: ImageDataModule, data_dir: Path) -> None:
     list (``<split>_files.txt``), and the summary in the log."""
     summary = datamodule.summary()
     log.info("%s: %d classes, split sizes %s", type(datamodule).__name__, len(datamodule.class_names), summary["split_sizes"])
-    log.info("images per class: %s", summary["per_class"])
+    log.info("images per class: %s", per_class_counts(summary["per_class"]))
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     for name, split in datamodule.splits.items():

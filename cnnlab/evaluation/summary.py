@@ -20,6 +20,8 @@ from typing import Any, Iterable
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from cnnlab.console import print_block, sweep_end_block
+
 # overrides that repeat a configuration rather than change it: the summary averages over them
 REPEAT_KEYS = ("seed", "data.fold")
 METRIC_COLUMNS = ("test/acc", "test/f1_macro", "val/acc_best")
@@ -188,9 +190,11 @@ def write_summary(summary: Summary, out_dir: Path) -> str:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: summarize every job of a multirun into its sweep dir."""
+    """Hydra callback: summarize every job of a multirun into its sweep dir, and say where it is and which
+    job did best."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         summary = summarize(find_run_dirs([sweep_dir]), base=sweep_dir, metric=config.get("optimized_metric"))
         write_summary(summary, sweep_dir)
+        print_block(sweep_end_block(summary, sweep_dir))

@@ -10,12 +10,17 @@ the nonlinearities its weights were trained with.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
+from hydra.utils import instantiate
+from timm.data import resolve_model_data_config
 from torch import nn
 
+from cnnlab.errors import ConfigError
 from cnnlab.nn.activations import ActivationFactory, ReLU
 
 
@@ -28,11 +33,22 @@ def save_backbone_weights(name: str, path: str) -> None:
     torch.save(timm.create_model(name, pretrained=True, num_classes=0).state_dict(), path)
 
 
+def check_timm_name(name: str) -> None:
+    """Raise :class:`ConfigError` naming ``model.net.name`` and the closest timm names when timm has no
+    model ``name`` (``hf-hub:`` and other prefixed names are left to timm)."""
+    if ":" in name or timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else "timm.list_models() lists them"
+    raise ConfigError(f"model.net.name={name} is not a timm model: {hint}")
+
+
 def create_backbone(
     name: str, in_chans: int, pretrained: bool, weights_path: str | None, drop_path_rate: float = 0.0
 ) -> nn.Module:
     """timm model ``name`` without classifier, with ImageNet weights from ``weights_path`` or the hub;
     ``drop_path_rate``: stochastic depth in training (Keras' ``drop_connect_rate`` of EfficientNets)."""
+    check_timm_name(name)
     options = {"num_classes": 0, "in_chans": in_chans, "drop_path_rate": drop_path_rate}
     if weights_path is not None:
         backbone = timm.create_model(name, pretrained=False, **options)
@@ -48,6 +64,21 @@ def create_backbone(
             f"on a connected machine run  python -m cnnlab.models.pretrained {name} {file}  then copy {file} "
             f"here and add  model.net.weights_path=/path/to/{file}  to the command"
         ) from None
+
+
+def pretrained_normalization(net: dict[str, Any]) -> dict[str, list[float]]:
+    """``{"mean", "std"}`` that the ImageNet weights of a model config's ``net`` expect (timm's data config
+    of its backbone), or ``{}`` for a network without pretrained weights. The network is built on the meta
+    device: no weights are loaded or allocated."""
+    if not (net.get("pretrained") or net.get("weights_path")):
+        return {}
+    with torch.device("meta"):
+        model = instantiate({**net, "pretrained": False, "weights_path": None}, num_classes=2)
+    backbone = getattr(model, "backbone", None)
+    if backbone is None or not hasattr(backbone, "pretrained_cfg"):
+        return {}
+    config = resolve_model_data_config(backbone)
+    return {"mean": list(config["mean"]), "std": list(config["std"])}
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
@@ -77,7 +108,8 @@ class TimmClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone = create_backbone(name, in_chans, pretrained, weights_path, drop_path_rate)
-        width = self.backbone.num_features
+        # the pooled features' width: after a head conv (MobileNetV3) that is not num_features
+        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         layers: list[nn.Module] = []
         if hidden:
             layers += [nn.Linear(width, hidden), (activation or ReLU)()]
