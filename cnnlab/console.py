@@ -7,10 +7,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from cnnlab.evaluation.summary import Summary
+from typing import Any
 
 # (message regex, category) of warnings that repeat every run and ask nothing of the user
 KNOWN_WARNINGS = [
@@ -59,7 +56,7 @@ def per_class_counts(per_class: dict[str, dict[str, int]]) -> str:
     return ", ".join(parts) + " (each class: data/summary.json)"
 
 
-def _shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
     """``path`` relative to the working directory when it is below it."""
     path = Path(path).resolve()
     try:
@@ -68,7 +65,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _metric(value: Any) -> str:
+def format_metric(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
@@ -82,10 +79,10 @@ def _duration(seconds: float | None) -> str:
 
 def run_end_block(results: dict[str, Any], run_dir: Path) -> str:
     """The block a finished run prints: its directory, test metrics, epochs, time, report and checkpoint."""
-    lines = [f"Run finished: {_shown(run_dir)}"]
+    lines = [f"Run finished: {shown_path(run_dir)}"]
     if "test/acc" in results:
         metrics = {"acc": "test/acc", "f1": "test/f1_macro", "auroc": "test/auroc_macro", "loss": "test/loss"}
-        lines.append("  test        " + "  ".join(f"{name} {_metric(results.get(key))}" for name, key in metrics.items()))
+        lines.append("  test        " + "  ".join(f"{name} {format_metric(results.get(key))}" for name, key in metrics.items()))
     epochs = f"best epoch {results.get('best_epoch', '-')}"
     if "tested_epoch" in results:
         epochs += f", tested epoch {results['tested_epoch']}"
@@ -93,21 +90,7 @@ def run_end_block(results: dict[str, Any], run_dir: Path) -> str:
     lines.append(f"  time        {_duration(results.get('wall_time_sec', results.get('train_time_sec')))}")
     for label, path in (("report", run_dir / "report" / "report.md"), ("checkpoint", run_dir / "checkpoints" / "best.ckpt")):
         if path.is_file():
-            lines.append(f"  {label:<11} {_shown(path)}")
-    return "\n".join(lines)
-
-
-def sweep_end_block(summary: Summary, sweep_dir: Path) -> str:
-    """The block a finished multirun prints: its directory, summary.md, and the best job's overrides and score."""
-    completed = sum(row["status"] == "completed" for row in summary.rows)
-    lines = [
-        f"Sweep finished: {_shown(sweep_dir)} ({completed} of {len(summary.rows)} jobs completed)",
-        f"  summary     {_shown(sweep_dir / 'summary.md')}",
-    ]
-    best = summary.rows[0] if summary.rows and summary.rows[0]["status"] == "completed" else None
-    if best is not None:
-        overrides = " ".join(f"{k}={v}" for k, v in best["overrides"].items()) or "(no overrides)"
-        lines.append(f"  best        job {best['run']}: {overrides}  {summary.metric} {_metric(best.get(summary.metric))}")
+            lines.append(f"  {label:<11} {shown_path(path)}")
     return "\n".join(lines)
 
 

@@ -16,6 +16,8 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "optuna": ("search", "hparams_search (the Optuna sweeper)"),
     "hydra_plugins.hydra_submitit_launcher": ("slurm", "hydra/launcher=slurm (the submitit launcher)"),
     "submitit": ("slurm", "hydra/launcher=slurm (the submitit launcher)"),
+    "tensorboard": ("tensorboard", "logger=tensorboard"),
+    "mlflow": ("mlflow", "logger=mlflow"),
 }
 # a config a plugin registers -> the plugin (composing it fails when the plugin is not installed)
 PLUGIN_CONFIGS = {"hydra/sweeper/optuna": "hydra_plugins.hydra_optuna_sweeper",

@@ -1,6 +1,6 @@
 """The package's layering: each layer imports only from the layers below it, and no modules import each other.
 
-Layers, bottom up: the shared basics (``cnnlab.errors``, ``cnnlab.environment``, ``cnnlab.untrusted``); ``nn``
+Layers, bottom up: the shared basics (``cnnlab.errors``, ``cnnlab.environment``, ``cnnlab.untrusted``, ``cnnlab.extras``, ``cnnlab.console``); ``nn``
 (activations, blocks, feature extractors); ``models`` (networks built from ``nn``); ``data`` (datasets, caches,
 augmentation: no models); ``training`` (the LightningModule and what it trains with); ``inference`` (a trained
 model loaded and run); ``evaluation`` (metrics, plots, reports of predictions); and the commands at the top
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cnnlab"
-BASICS = {"cnnlab.errors", "cnnlab.environment", "cnnlab.untrusted"}
+BASICS = {"cnnlab.errors", "cnnlab.environment", "cnnlab.untrusted", "cnnlab.extras", "cnnlab.console"}
 # what each subpackage may import besides itself and the basics
 ALLOWED = {
     "nn": set(),

@@ -72,7 +72,7 @@ def test_missing_logger_package_names_the_extra(tmp_path: Path) -> None:
     env = dict(logged_out_env(tmp_path / "home"), PYTHONPATH=str(hide))
     result = run_console_script("cnnlab", ["debug=fast", "logger=mlflow"], tmp_path, env, check=False)
     assert result.returncode == 1
-    message = "cnnlab: error: logger mlflow needs the mlflow package: pip install 'cnnlab[mlflow]'"
+    message = "cnnlab: error: logger=mlflow needs mlflow, which is not installed: pip install 'cnnlab[mlflow]'"
     assert result.stderr.strip().splitlines()[-1] == message
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.glob("outputs/**/data/summary.json"))  # stopped before loading data

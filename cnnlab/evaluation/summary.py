@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from cnnlab.console import print_block, sweep_end_block
+from cnnlab.console import format_metric, print_block, shown_path
 
 # overrides that repeat a configuration rather than change it: the summary averages over them
 REPEAT_KEYS = ("seed", "data.fold")
@@ -187,6 +187,20 @@ def write_summary(summary: Summary, out_dir: Path) -> str:
     markdown += "\n![summary](summary.png)\n"
     (out_dir / "summary.md").write_text(markdown)
     return markdown
+
+
+def sweep_end_block(summary: Summary, sweep_dir: Path) -> str:
+    """The block a finished multirun prints: its directory, summary.md, and the best job's overrides and score."""
+    completed = sum(row["status"] == "completed" for row in summary.rows)
+    lines = [
+        f"Sweep finished: {shown_path(sweep_dir)} ({completed} of {len(summary.rows)} jobs completed)",
+        f"  summary     {shown_path(sweep_dir / 'summary.md')}",
+    ]
+    best = summary.rows[0] if summary.rows and summary.rows[0]["status"] == "completed" else None
+    if best is not None:
+        overrides = " ".join(f"{k}={v}" for k, v in best["overrides"].items()) or "(no overrides)"
+        lines.append(f"  best        job {best['run']}: {overrides}  {summary.metric} {format_metric(best.get(summary.metric))}")
+    return "\n".join(lines)
 
 
 class SweepSummary(Callback):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,9 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
-from cnnlab.errors import ConfigError
+from cnnlab.extras import require
 
-# loggers whose package is an optional extra of cnnlab (pyproject.toml), by class: the package, also the extra's name
+# loggers whose package is an optional extra of cnnlab (cnnlab/extras.py), by class
 OPTIONAL_PACKAGES = {
     "lightning.pytorch.loggers.TensorBoardLogger": "tensorboard",
     "lightning.pytorch.loggers.MLFlowLogger": "mlflow",
@@ -25,10 +24,8 @@ OPTIONAL_PACKAGES = {
 def require_logger_packages(logger_cfg: Any) -> None:
     """Stop before any data is loaded, with the install command, when a configured logger's package is
     missing (Lightning would fail only when the logger is built, with a traceback)."""
-    for name, config in (logger_cfg or {}).items():
-        package = OPTIONAL_PACKAGES.get((config or {}).get("_target_", ""))
-        if package and importlib.util.find_spec(package) is None:
-            raise ConfigError(f"logger {name} needs the {package} package: pip install 'cnnlab[{package}]'")
+    require(*(OPTIONAL_PACKAGES[c["_target_"]] for c in (logger_cfg or {}).values()
+              if c and c.get("_target_") in OPTIONAL_PACKAGES))
 
 
 class _AppendingWriter(ExperimentWriter):
