@@ -4,8 +4,7 @@ composes; split sizes from cnnlab's split functions on label arrays of the real 
 counts, optimizer and LR schedule from the module train.py builds (pretrained models without their weights);
 and README's study table and fidelity section against the record.
 
-A failure names the run, the setting, the seed section and both values. Entries marked ``pending`` (work
-another branch lands) are reported as expected failures until they hold.
+A failure names the run, the setting, the seed section and both values.
 """
 
 from __future__ import annotations
@@ -265,15 +264,8 @@ def offline_and_freed():
 def test_run_keeps_the_studys_setting(run_entry):
     run_id, entry = run_entry
     _, run = RUNS[run_id]
-    pending = entry.get("pending") or run.get("pending")
     overrides = tuple(run["compose"])
-    try:
-        cfg = composed(overrides)
-    except Exception as error:
-        if pending:
-            pytest.xfail(f"pending ({pending}): cnnlab {' '.join(overrides)} does not compose: "
-                         f"{str(error).splitlines()[0]}")
-        raise
+    cfg = composed(overrides)
     problems = []
     for key, expected in (entry.get("config") or {}).items():
         problems += differences(key, plain(OmegaConf.select(cfg, key)), expected)
@@ -281,10 +273,7 @@ def test_run_keeps_the_studys_setting(run_entry):
         if name not in REFERENCED:
             problems += differences(name, COMPUTED[name](cfg, overrides), expected)
     if problems:
-        message = f"{run_id}: {entry['setting']} ({entry['status']}, {entry['source']}): " + "; ".join(problems)
-        if pending:
-            pytest.xfail(f"pending ({pending}): {message}")
-        pytest.fail(message)
+        pytest.fail(f"{run_id}: {entry['setting']} ({entry['status']}, {entry['source']}): " + "; ".join(problems))
 
 
 def test_trainable_base_parameters_are_asserted_by_test_freeze():

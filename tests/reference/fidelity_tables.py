@@ -100,8 +100,6 @@ def cnnlab_cell(entry: dict[str, Any]) -> str:
     text = ", ".join(parts)
     if entry.get("why"):
         text = f"{text}: {entry['why']}" if text else entry["why"]
-    if entry.get("pending"):
-        text += f" (pending: {entry['pending']})"
     return text
 
 
