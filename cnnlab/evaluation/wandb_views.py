@@ -50,7 +50,7 @@ def prepare_wandb(cfg: DictConfig) -> None:
     first ``wandb.login``, so setting ``WANDB_MODE`` after it is ignored and ``wandb.init`` fails on
     the missing API key (or, logged in without network, after a 90 s timeout)."""
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
-    if not wandb_cfg:
+    if not wandb_cfg or "_target_" not in wandb_cfg:  # absent, or settings (conf/local) without logger=wandb
         return
     import wandb
 
@@ -99,6 +99,10 @@ def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
     """Give every logger the resolved config; W&B gets it as flat dotted keys."""
     config = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            # before the W&B run starts (logging starts it): Lightning always passes `anonymous`, which wandb
+            # >= 0.19 answers with a deprecation warning on every run
+            logger._wandb_init.pop("anonymous", None)
         logger.log_hyperparams(flatten(config) if isinstance(logger, WandbLogger) else config)
 
 
