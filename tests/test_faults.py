@@ -196,7 +196,7 @@ def test_diverging_loss_stops_with_a_hint(cnnlab):
 
 
 def test_checkpoint_of_another_network_is_refused(cnnlab):
-    cnnlab(*FAST, "hydra.run.dir=outputs/small")
+    cnnlab(*FAST, "model=mobilenetv3_small", "hydra.run.dir=outputs/small")
     result = cnnlab(*FAST, "model=mobilenetv3_large", "ckpt_path=outputs/small/checkpoints/last.ckpt", check=False)
     message = result.stderr.strip().splitlines()[-1]
     assert result.returncode != 0 and "trained with a different network" in message
@@ -254,7 +254,8 @@ def small_disk(tmp_path: Path):
 
 def test_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_previous(cnnlab, small_disk):
     run = small_disk / "run"
-    result = cnnlab(*FAST, "trainer.max_epochs=3", "trainer.limit_train_batches=3", f"hydra.run.dir={run}", check=False)
+    result = cnnlab(*FAST, "model=mobilenetv3_small", "trainer.max_epochs=3", "trainer.limit_train_batches=3",
+                    f"hydra.run.dir={run}", check=False)
     assert result.returncode == 1
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("cnnlab: error: no space left on device while saving checkpoint "), result.stderr[-3000:]
