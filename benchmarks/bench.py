@@ -55,8 +55,16 @@ from cnnlab.training.precision import autocast, cpu_supports_bf16, run_precision
 MODES = ("floor", "cnnlab", "conventional", "feed")
 DEFAULT_MODES = MODES[:3]
 EUROSAT_CLASSES = (
-    "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
-    "Pasture", "PermanentCrop", "Residential", "River", "SeaLake",
+    "AnnualCrop",
+    "Forest",
+    "HerbaceousVegetation",
+    "Highway",
+    "Industrial",
+    "Pasture",
+    "PermanentCrop",
+    "Residential",
+    "River",
+    "SeaLake",
 )
 
 
@@ -83,18 +91,29 @@ def make_eurosat_folder(data_dir: Path, num_images: int, img_size: int, seed: in
     return root
 
 
-def compose_config(model_spec: str, data_root: Path, img_size: int, batch_size: int, overrides: list[str], output_dir: Path) -> DictConfig:
+def compose_config(
+    model_spec: str, data_root: Path, img_size: int, batch_size: int, overrides: list[str], output_dir: Path
+) -> DictConfig:
     """cnnlab's own run config (``conf/train.yaml``) for ``model_spec`` ("name [key=value ...]") on
     the generated EuroSAT folder: the precision, memory format and augmentation a run would use."""
     from hydra import compose, initialize_config_module
 
     name, *model_overrides = model_spec.split()
     with initialize_config_module("cnnlab.conf", version_base="1.3"):
-        return compose("train", overrides=[
-            f"model={name}", "data=eurosat", f"data.root={data_root}", "data.download=false",
-            f"data.img_size={img_size}", f"data.batch_size={batch_size}",
-            f"paths.output_dir={output_dir}", *overrides, *model_overrides,
-        ])
+        return compose(
+            "train",
+            overrides=[
+                f"model={name}",
+                "data=eurosat",
+                f"data.root={data_root}",
+                "data.download=false",
+                f"data.img_size={img_size}",
+                f"data.batch_size={batch_size}",
+                f"paths.output_dir={output_dir}",
+                *overrides,
+                *model_overrides,
+            ],
+        )
 
 
 # -- measuring --------------------------------------------------------------------------------------
@@ -152,7 +171,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_step(net: Callable, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor, precision: str) -> None:
+def train_step(
+    net: Callable, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor, precision: str
+) -> None:
     """One forward + backward + optimizer step, as Lightning's automatic optimization does it."""
     optimizer.zero_grad(set_to_none=True)
     with autocast(precision, images.device):
@@ -161,7 +182,9 @@ def train_step(net: Callable, optimizer: torch.optim.Optimizer, images: torch.Te
     optimizer.step()
 
 
-def module_and_optimizer(cfg: DictConfig, datamodule: Any, device: torch.device) -> tuple[LightningModule, torch.optim.Optimizer]:
+def module_and_optimizer(
+    cfg: DictConfig, datamodule: Any, device: torch.device
+) -> tuple[LightningModule, torch.optim.Optimizer]:
     """cnnlab's module for ``cfg`` on ``device``, in training mode, and the optimizer it configures."""
     from cnnlab.train import build_module
 
@@ -175,7 +198,9 @@ def after_warmup(samples: list[float]) -> list[float]:
     return samples[1:] or samples
 
 
-def time_epochs(loader: Iterable, epochs: int, device: torch.device, step: Callable[[torch.Tensor, torch.Tensor], None]) -> list[float]:
+def time_epochs(
+    loader: Iterable, epochs: int, device: torch.device, step: Callable[[torch.Tensor, torch.Tensor], None]
+) -> list[float]:
     """Wall seconds of each of ``epochs`` passes of ``step(images, labels)`` over ``loader``, the device
     synchronized around each."""
     seconds = []
@@ -189,14 +214,20 @@ def time_epochs(loader: Iterable, epochs: int, device: torch.device, step: Calla
     return seconds
 
 
-def measure_floor(cfg: DictConfig, datamodule: Any, device: torch.device, windows: int, window_steps: int, warmup: int) -> dict:
+def measure_floor(
+    cfg: DictConfig, datamodule: Any, device: torch.device, windows: int, window_steps: int, warmup: int
+) -> dict:
     """The model alone on batches already in memory, in cnnlab's precision and memory format."""
     module, optimizer = module_and_optimizer(cfg, datamodule, device)
     batch_size, size = cfg.data.batch_size, datamodule.img_size
     memory_format = torch.channels_last if module.channels_last else torch.contiguous_format
     batches = [
-        (torch.rand(batch_size, datamodule.in_chans, size, size, device=device).contiguous(memory_format=memory_format),
-         torch.randint(0, datamodule.num_classes, (batch_size,), device=device))
+        (
+            torch.rand(batch_size, datamodule.in_chans, size, size, device=device).contiguous(
+                memory_format=memory_format
+            ),
+            torch.randint(0, datamodule.num_classes, (batch_size,), device=device),
+        )
         for _ in range(4)
     ]
     precision = str(cfg.trainer.precision)
@@ -222,7 +253,9 @@ def measure_feed(cfg: DictConfig, datamodule: Any, device: torch.device, epochs:
     precision = str(cfg.trainer.precision)
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> None:
-        train_step(module, optimizer, *datamodule.model_inputs((images.to(device), labels.to(device)), augment=True), precision)
+        train_step(
+            module, optimizer, *datamodule.model_inputs((images.to(device), labels.to(device)), augment=True), precision
+        )
 
     seconds = time_epochs(datamodule.train_dataloader(), epochs, device, step)
     return {"samples": [len(datamodule.splits["train"]) / s for s in after_warmup(seconds)]}
@@ -255,9 +288,17 @@ def measure_cnnlab(cfg: DictConfig, datamodule: Any, epochs: int) -> dict:
     module = build_module(cfg, datamodule)
     train_timer, val_timer = EpochTimer(), ValidationTimer()
     trainer = instantiate(
-        cfg.trainer, callbacks=[train_timer, val_timer], max_epochs=epochs, min_epochs=epochs, limit_train_batches=None,
-        limit_val_batches=None, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        cfg.trainer,
+        callbacks=[train_timer, val_timer],
+        max_epochs=epochs,
+        min_epochs=epochs,
+        limit_train_batches=None,
+        limit_val_batches=None,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(module, datamodule=datamodule)
     val_seconds = statistics.median(after_warmup(val_timer.seconds))
@@ -281,15 +322,21 @@ def conventional_transform(augment: DictConfig | dict) -> Callable:
     from torchvision import transforms as T
 
     ops: list[Callable] = []
-    hflip, vflip, degrees, translate, zoom = (augment.get(k) or 0.0 for k in ("hflip", "vflip", "degrees", "translate", "zoom"))
+    hflip, vflip, degrees, translate, zoom = (
+        augment.get(k) or 0.0 for k in ("hflip", "vflip", "degrees", "translate", "zoom")
+    )
     if hflip:
         ops.append(T.RandomHorizontalFlip(hflip))
     if vflip:
         ops.append(T.RandomVerticalFlip(vflip))
     if degrees or translate or zoom:
-        ops.append(T.RandomAffine(
-            degrees, translate=(translate, translate) if translate else None, scale=(1 - zoom, 1 + zoom) if zoom else None,
-        ))
+        ops.append(
+            T.RandomAffine(
+                degrees,
+                translate=(translate, translate) if translate else None,
+                scale=(1 - zoom, 1 + zoom) if zoom else None,
+            )
+        )
     return T.Compose([*ops, T.ToTensor()])
 
 
@@ -307,8 +354,12 @@ def measure_conventional(cfg: DictConfig, datamodule: Any, device: torch.device,
     num_train = len(datamodule.splits["train"])
     chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:num_train].tolist()
     loader = DataLoader(
-        Subset(dataset, chosen), batch_size=cfg.data.batch_size, shuffle=True, num_workers=workers,
-        persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+        Subset(dataset, chosen),
+        batch_size=cfg.data.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda",
     )
     net = build_module(cfg, datamodule).net.to(device, memory_format=torch.contiguous_format).train()
     set_gram_gradient(net, False)  # torch's own depthwise gradient, as a plain nn.Conv2d trains
@@ -316,7 +367,9 @@ def measure_conventional(cfg: DictConfig, datamodule: Any, device: torch.device,
     optimizer = instantiate({k: v for k, v in cfg.optim.items() if k != "fused"})(params=net.parameters())
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> None:
-        train_step(net, optimizer, images.to(device, non_blocking=True), labels.to(device, non_blocking=True), "32-true")
+        train_step(
+            net, optimizer, images.to(device, non_blocking=True), labels.to(device, non_blocking=True), "32-true"
+        )
 
     return {"samples": [num_train / s for s in after_warmup(time_epochs(loader, epochs, device, step))]}
 
@@ -365,10 +418,24 @@ def measure_startup(data_root: Path, img_size: int, repeats: int) -> dict:
         for n in range(repeats):
             clock = Path(tmp) / f"first_step_{n}.txt"
             run = subprocess.run(
-                [sys.executable, "-m", "cnnlab.cli", "data=eurosat", f"data.root={data_root}", "data.download=false",
-                 f"data.img_size={img_size}", "debug=fast", "test=false", f"hydra.run.dir={tmp}/run{n}",
-                 "+callbacks.first_step._target_=bench.FirstStepClock", f"+callbacks.first_step.path={clock}"],
-                capture_output=True, text=True, cwd=tmp, env=env,
+                [
+                    sys.executable,
+                    "-m",
+                    "cnnlab.cli",
+                    "data=eurosat",
+                    f"data.root={data_root}",
+                    "data.download=false",
+                    f"data.img_size={img_size}",
+                    "debug=fast",
+                    "test=false",
+                    f"hydra.run.dir={tmp}/run{n}",
+                    "+callbacks.first_step._target_=bench.FirstStepClock",
+                    f"+callbacks.first_step.path={clock}",
+                ],
+                capture_output=True,
+                text=True,
+                cwd=tmp,
+                env=env,
             )
             if run.returncode != 0:
                 raise RuntimeError(f"the start-up run of cnnlab failed:\n{run.stderr[-3000:]}")
@@ -379,7 +446,18 @@ def measure_startup(data_root: Path, img_size: int, repeats: int) -> dict:
 # -- the run ----------------------------------------------------------------------------------------
 def machine() -> dict:
     """What the figures were measured on."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -392,7 +470,9 @@ def machine() -> dict:
     }
 
 
-def bench_model(model_spec: str, args: argparse.Namespace, data_root: Path, workdir: Path, conventional_process: Executor) -> dict:
+def bench_model(
+    model_spec: str, args: argparse.Namespace, data_root: Path, workdir: Path, conventional_process: Executor
+) -> dict:
     """All requested modes of one model, interleaved over ``args.rounds`` rounds; ``conventional`` runs in
     ``conventional_process``, a process of its own without cnnlab's malloc thresholds, as the recipe would."""
     from cnnlab.train import build_datamodule
@@ -407,9 +487,13 @@ def bench_model(model_spec: str, args: argparse.Namespace, data_root: Path, work
         keep_freed_memory()
     window_steps = args.window_steps or math.ceil(len(datamodule.splits["train"]) / args.batch_size)
     runners = {
-        "floor": lambda: with_peak_memory(device, lambda: measure_floor(cfg, datamodule, device, args.windows, window_steps, args.warmup)),
+        "floor": lambda: with_peak_memory(
+            device, lambda: measure_floor(cfg, datamodule, device, args.windows, window_steps, args.warmup)
+        ),
         "cnnlab": lambda: with_peak_memory(device, lambda: measure_cnnlab(cfg, datamodule, args.epochs)),
-        "conventional": lambda: conventional_process.submit(conventional_with_peak_memory, cfg, device, args.epochs, args.workers).result(),
+        "conventional": lambda: conventional_process.submit(
+            conventional_with_peak_memory, cfg, device, args.epochs, args.workers
+        ).result(),
         "feed": lambda: with_peak_memory(device, lambda: measure_feed(cfg, datamodule, device, args.epochs)),
     }
     modes: dict[str, dict] = {mode: {"samples": [], "peak_mem_mb": 0.0} for mode in args.modes}
@@ -465,24 +549,50 @@ def table(runs: list[dict]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="benchmarks/bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="cnnlab config overrides for every model, e.g. trainer.precision=bf16-mixed")
-    parser.add_argument("--model", action="append", help='model config name plus its own overrides, e.g. "mobilenetv3_small model.net.hybrid=true" (repeatable)')
-    parser.add_argument("--modes", default=",".join(DEFAULT_MODES), type=lambda s: s.split(","),
-                        help=f"comma-separated, from {','.join(MODES)} (default: {','.join(DEFAULT_MODES)}); feed is the "
-                             "floor's plain loop on cnnlab's batches, without Lightning")
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="cnnlab config overrides for every model, e.g. trainer.precision=bf16-mixed"
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        help='model config name plus its own overrides, e.g. "mobilenetv3_small model.net.hybrid=true" (repeatable)',
+    )
+    parser.add_argument(
+        "--modes",
+        default=",".join(DEFAULT_MODES),
+        type=lambda s: s.split(","),
+        help=f"comma-separated, from {','.join(MODES)} (default: {','.join(DEFAULT_MODES)}); feed is the "
+        "floor's plain loop on cnnlab's batches, without Lightning",
+    )
     parser.add_argument("--img-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--images", type=int, default=3000, help="images in the generated folder (60%% form the train split)")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per round for cnnlab, conventional and feed; the first is warm-up")
+    parser.add_argument(
+        "--images", type=int, default=3000, help="images in the generated folder (60%% form the train split)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="epochs per round for cnnlab, conventional and feed; the first is warm-up"
+    )
     parser.add_argument("--windows", type=int, default=5, help="timed windows per round for floor")
-    parser.add_argument("--window-steps", type=int, default=None,
-                        help="training steps per floor window; default: as many as a cnnlab epoch takes, so that on a "
-                             "shared machine both figures average over stretches of the same length")
+    parser.add_argument(
+        "--window-steps",
+        type=int,
+        default=None,
+        help="training steps per floor window; default: as many as a cnnlab epoch takes, so that on a "
+        "shared machine both figures average over stretches of the same length",
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed floor steps per round")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of all modes")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers of conventional")
-    parser.add_argument("--startup", type=int, default=0, metavar="N", help="also time N bare cnnlab runs up to their first training step")
+    parser.add_argument(
+        "--startup",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N bare cnnlab runs up to their first training step",
+    )
     parser.add_argument("--data-dir", type=Path, default=Path("data/bench"), help="where generated folders are kept")
     parser.add_argument("--output", type=Path, default=Path("bench.json"))
     args = parser.parse_args(argv)
@@ -498,10 +608,16 @@ def main(argv: list[str] | None = None) -> None:
     that fails, recorded with its error, or an interrupted bench keeps the figures measured so far)."""
     args = parse_args(argv)
     data_root = make_eurosat_folder(args.data_dir, args.images, args.img_size)
-    results: dict[str, Any] = {"machine": machine(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
     results["runs"] = []
     spawn = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory() as workdir, ProcessPoolExecutor(max_workers=1, mp_context=spawn) as conventional_process:
+    with (
+        tempfile.TemporaryDirectory() as workdir,
+        ProcessPoolExecutor(max_workers=1, mp_context=spawn) as conventional_process,
+    ):
         for spec in args.model:
             try:
                 results["runs"].append(bench_model(spec, args, data_root, Path(workdir), conventional_process))
@@ -519,7 +635,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{run['model']}: failed ({run['error'].splitlines()[0]})")
     if "startup" in results:
         print(f"\nbare cnnlab, process start to first training step: {results['startup']['sec_to_first_step']:.1f} s")
-    print(f"\nload average {results['machine']['load_average_start']} -> {results['machine']['load_average_end']}; JSON in {args.output}")
+    print(
+        f"\nload average {results['machine']['load_average_start']} -> {results['machine']['load_average_end']}; "
+        f"JSON in {args.output}"
+    )
 
 
 if __name__ == "__main__":

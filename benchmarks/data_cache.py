@@ -39,10 +39,21 @@ ENV = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignor
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
-            "kernel": platform.release(), "load_average": os.getloadavg()}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
+        "kernel": platform.release(),
+        "load_average": os.getloadavg(),
+    }
 
 
 def eurosat_folder(data_dir: Path, images: int) -> Path:
@@ -57,8 +68,10 @@ def eurosat_folder(data_dir: Path, images: int) -> Path:
 def prepare_cache(root: Path, img_size: int, cache_dir: Path) -> Path:
     """Decode the folder into the cache (outside the timed runs); the path of its ``.npy``."""
     env = {**os.environ, **ENV, "CNNLAB_CACHE_DIR": str(cache_dir)}
-    code = ("import sys; from cnnlab.data.eurosat import EuroSATDataModule; "
-            "EuroSATDataModule(root=sys.argv[1], img_size=int(sys.argv[2])).prepare_data()")
+    code = (
+        "import sys; from cnnlab.data.eurosat import EuroSATDataModule; "
+        "EuroSATDataModule(root=sys.argv[1], img_size=int(sys.argv[2])).prepare_data()"
+    )
     subprocess.run([sys.executable, "-c", code, str(root), str(img_size)], env=env, check=True)
     (array,) = cache_dir.glob(f"images-v*/2750-*-{img_size}px-*.npy")
     return array
@@ -79,8 +92,13 @@ def process_tree(pid: int) -> list[int]:
 
 def pss_kb(pid: int, cache_file: Path) -> tuple[int, int]:
     """(all of the process's PSS, the PSS of its mappings of ``cache_file``) in kB."""
-    total = int(next(line.split()[1] for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
-                     if line.startswith("Pss:")))
+    total = int(
+        next(
+            line.split()[1]
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+            if line.startswith("Pss:")
+        )
+    )
     cache, inside = 0, False
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         if not line.split()[0].endswith(":"):  # a mapping's header: address range, ..., path
@@ -93,8 +111,13 @@ def pss_kb(pid: int, cache_file: Path) -> tuple[int, int]:
 def run_sampled(args: list[str], env: dict, cache_file: Path, interval: float = 1.0) -> dict:
     """Run ``cnnlab args``; every ``interval`` s sum the PSS of its process tree. The sample with the
     largest sum, split per process into cache and the rest."""
-    process = subprocess.Popen([sys.executable, "-m", "cnnlab.cli", *args], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
     reader.start()
@@ -110,8 +133,15 @@ def run_sampled(args: list[str], env: dict, cache_file: Path, interval: float = 
             peak = {
                 "total_mb": round(total, 1),
                 "cache_mb": round(sum(s[2] for s in sample) / 1024, 1),
-                "processes": [{"pid": pid, "pss_mb": round(p / 1024, 1), "cache_pss_mb": round(c / 1024, 1),
-                               "other_pss_mb": round((p - c) / 1024, 1)} for pid, p, c in sample],
+                "processes": [
+                    {
+                        "pid": pid,
+                        "pss_mb": round(p / 1024, 1),
+                        "cache_pss_mb": round(c / 1024, 1),
+                        "other_pss_mb": round((p - c) / 1024, 1),
+                    }
+                    for pid, p, c in sample
+                ],
                 "at_sec": round(time.perf_counter() - start, 1),
             }
         time.sleep(interval)
@@ -123,13 +153,26 @@ def run_sampled(args: list[str], env: dict, cache_file: Path, interval: float = 
 
 def measure_memory(opts: argparse.Namespace, root: Path, cache_dir: Path, cache_file: Path) -> dict:
     env = {**os.environ, **ENV, "CNNLAB_CACHE_DIR": str(cache_dir)}
-    common = ["data=eurosat", f"data.root={root}", "data.download=false", f"data.img_size={opts.img_size}",
-              f"model={opts.model}", "trainer.max_epochs=1", "test=false", "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false",
-              f"hydra.run.dir={opts.workdir}/runs/${{now:%H-%M-%S-%f}}", *opts.overrides]
+    common = [
+        "data=eurosat",
+        f"data.root={root}",
+        "data.download=false",
+        f"data.img_size={opts.img_size}",
+        f"model={opts.model}",
+        "trainer.max_epochs=1",
+        "test=false",
+        "callbacks.progress_bar=null",
+        "+trainer.enable_progress_bar=false",
+        f"hydra.run.dir={opts.workdir}/runs/${{now:%H-%M-%S-%f}}",
+        *opts.overrides,
+    ]
     layouts = {"one_process": [], "two_process_ddp": ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]}
     variants = {"mmap_cache": []} | ({"in_memory": ["data.cache=false"]} if opts.in_memory else {})
-    runs = {f"{variant}/{layout}": run_sampled([*common, *extra, *flags], env, cache_file)
-            for variant, flags in variants.items() for layout, extra in layouts.items()}
+    runs = {
+        f"{variant}/{layout}": run_sampled([*common, *extra, *flags], env, cache_file)
+        for variant, flags in variants.items()
+        for layout, extra in layouts.items()
+    }
     verdict = {}
     for variant in variants:
         one, two = runs[f"{variant}/one_process"]["peak"], runs[f"{variant}/two_process_ddp"]["peak"]
@@ -152,16 +195,42 @@ def measure_speed(opts: argparse.Namespace, cache_dir: Path) -> dict:
     for round_ in range(opts.rounds):
         for variant, flags in (("mmap_cache", []), ("in_memory", ["data.cache=false"])):
             out = Path(opts.workdir) / f"speed-{variant}-{round_}.json"
-            subprocess.run([sys.executable, str(Path(__file__).with_name("bench.py")), "--model", opts.model, "--modes", "cnnlab", "--img-size", str(opts.img_size),
-                            "--images", str(opts.bench_images), "--epochs", str(opts.epochs), "--rounds", "1",
-                            "--data-dir", str(Path(opts.data_dir) / "bench"), "--output", str(out), *flags],
-                           env=env, check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("bench.py")),
+                    "--model",
+                    opts.model,
+                    "--modes",
+                    "cnnlab",
+                    "--img-size",
+                    str(opts.img_size),
+                    "--images",
+                    str(opts.bench_images),
+                    "--epochs",
+                    str(opts.epochs),
+                    "--rounds",
+                    "1",
+                    "--data-dir",
+                    str(Path(opts.data_dir) / "bench"),
+                    "--output",
+                    str(out),
+                    *flags,
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
             report = json.loads(out.read_text())
             reports[variant].append(report)
             rates[variant].append(report["runs"][0]["modes"]["cnnlab"]["img_per_s"])
     median = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
-    return {"img_per_s": rates, "median_img_per_s": median,
-            "mmap_vs_in_memory": round(median["mmap_cache"] / median["in_memory"], 3), "bench_reports": reports}
+    return {
+        "img_per_s": rates,
+        "median_img_per_s": median,
+        "mmap_vs_in_memory": round(median["mmap_cache"] / median["in_memory"], 3),
+        "bench_reports": reports,
+    }
 
 
 def _cpu_seconds() -> float:
@@ -193,9 +262,14 @@ def measure_gather(cache_file: Path, batch_size: int, repeats: int) -> dict:
                 seconds[name]["wall"].append(round(time.perf_counter() - wall, 3))
                 seconds[name]["cpu"].append(round(_cpu_seconds() - cpu, 3))
     median = {name: {kind: sorted(v)[len(v) // 2] for kind, v in kinds.items()} for name, kinds in seconds.items()}
-    return {"images": len(mapped), "batch_size": batch_size, "epoch_seconds": seconds, "median_seconds": median,
-            "mmap_vs_in_memory_cpu": round(median["mmap_cache"]["cpu"] / median["in_memory"]["cpu"], 3),
-            "mmap_vs_in_memory_wall": round(median["mmap_cache"]["wall"] / median["in_memory"]["wall"], 3)}
+    return {
+        "images": len(mapped),
+        "batch_size": batch_size,
+        "epoch_seconds": seconds,
+        "median_seconds": median,
+        "mmap_vs_in_memory_cpu": round(median["mmap_cache"]["cpu"] / median["in_memory"]["cpu"], 3),
+        "mmap_vs_in_memory_wall": round(median["mmap_cache"]["wall"] / median["in_memory"]["wall"], 3),
+    }
 
 
 # -- a cache larger than the memory allowed ---------------------------------------------------------
@@ -207,9 +281,17 @@ def memory_cgroup(limit_bytes: int) -> Iterator[tuple[Path, str]]:
     v2 = next((line.split(":", 2)[2] for line in lines if line.startswith("0::")), None)
     v1 = next((line.split(":", 2)[2] for line in lines if ":memory:" in line), None)
     if v1 is not None:
-        group, limit_file, peak_file = Path("/sys/fs/cgroup/memory") / v1.lstrip("/") / "cnnlab-cache-bench", "memory.limit_in_bytes", "memory.max_usage_in_bytes"
+        group, limit_file, peak_file = (
+            Path("/sys/fs/cgroup/memory") / v1.lstrip("/") / "cnnlab-cache-bench",
+            "memory.limit_in_bytes",
+            "memory.max_usage_in_bytes",
+        )
     else:
-        group, limit_file, peak_file = Path("/sys/fs/cgroup") / (v2 or "").lstrip("/") / "cnnlab-cache-bench", "memory.max", "memory.peak"
+        group, limit_file, peak_file = (
+            Path("/sys/fs/cgroup") / (v2 or "").lstrip("/") / "cnnlab-cache-bench",
+            "memory.max",
+            "memory.peak",
+        )
     group.mkdir()
     try:
         (group / limit_file).write_text(str(limit_bytes))
@@ -237,18 +319,33 @@ def run_limited(args: list[str], env: dict, group: Path, peak_file: str) -> dict
     for name in ("memory.events", "memory.failcnt", "memory.oom_control"):
         with contextlib.suppress(OSError):
             events[name] = (group / name).read_text().strip()
-    return {"args": args, "returncode": result.returncode, "completed": result.returncode == 0,
-            "wall_sec": round(time.perf_counter() - start, 1),
-            "peak_usage_mb": round(int((group / peak_file).read_text()) / 2**20, 1), "events": events,
-            "tail": (result.stdout + result.stderr)[-1500:]}
+    return {
+        "args": args,
+        "returncode": result.returncode,
+        "completed": result.returncode == 0,
+        "wall_sec": round(time.perf_counter() - start, 1),
+        "peak_usage_mb": round(int((group / peak_file).read_text()) / 2**20, 1),
+        "events": events,
+        "tail": (result.stdout + result.stderr)[-1500:],
+    }
 
 
 def measure_limited(opts: argparse.Namespace, root: Path, cache_dir: Path, cache_file: Path) -> dict:
     env = {**os.environ, **ENV, "CNNLAB_CACHE_DIR": str(cache_dir)}
-    common = ["data=eurosat", f"data.root={root}", "data.download=false", f"data.img_size={opts.img_size}",
-              f"model={opts.model}", "trainer.max_epochs=1", "test=false", "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false",
-              f"trainer.limit_train_batches={opts.limit_train_batches}", f"hydra.run.dir={opts.workdir}/limited/${{now:%H-%M-%S-%f}}",
-              *opts.overrides]
+    common = [
+        "data=eurosat",
+        f"data.root={root}",
+        "data.download=false",
+        f"data.img_size={opts.img_size}",
+        f"model={opts.model}",
+        "trainer.max_epochs=1",
+        "test=false",
+        "callbacks.progress_bar=null",
+        "+trainer.enable_progress_bar=false",
+        f"trainer.limit_train_batches={opts.limit_train_batches}",
+        f"hydra.run.dir={opts.workdir}/limited/${{now:%H-%M-%S-%f}}",
+        *opts.overrides,
+    ]
     runs = {}
     with memory_cgroup(opts.memory_max_mb * 2**20) as (group, peak_file):
         evict(cache_file)  # pages already cached were charged to whoever read them first
@@ -256,8 +353,12 @@ def measure_limited(opts: argparse.Namespace, root: Path, cache_dir: Path, cache
     if opts.in_memory:
         with memory_cgroup(opts.memory_max_mb * 2**20) as (group, peak_file):
             runs["in_memory"] = run_limited([*common, "data.cache=false"], env, group, peak_file)
-    return {"memory_max_mb": opts.memory_max_mb, "cache_file_mb": round(cache_file.stat().st_size / 2**20, 1),
-            "cgroup": "child of this process's memory cgroup", "runs": runs}
+    return {
+        "memory_max_mb": opts.memory_max_mb,
+        "cache_file_mb": round(cache_file.stat().st_size / 2**20, 1),
+        "cgroup": "child of this process's memory cgroup",
+        "runs": runs,
+    }
 
 
 def main() -> None:
@@ -271,7 +372,9 @@ def main() -> None:
     parser.add_argument("--bench-images", type=int, default=3000, help="speed: images of bench.py's folder")
     parser.add_argument("--epochs", type=int, default=3, help="speed: epochs per cnnlab-bench run, the first warm-up")
     parser.add_argument("--memory-max-mb", type=int, default=1024, help="limited: the cgroup's limit")
-    parser.add_argument("--limit-train-batches", default="1.0", help="limited: trainer.limit_train_batches (validation is whole)")
+    parser.add_argument(
+        "--limit-train-batches", default="1.0", help="limited: trainer.limit_train_batches (validation is whole)"
+    )
     parser.add_argument("--in-memory", action="store_true", help="memory, limited: also with data.cache=false")
     parser.add_argument("--data-dir", default="/tmp/cnnlab-cache-bench/data", help="generated folders, kept")
     parser.add_argument("--workdir", default=None, help="cache and run dirs (default: a temporary folder)")

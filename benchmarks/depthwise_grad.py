@@ -56,16 +56,33 @@ def main() -> None:
         out_size = (size + 2 * padding - kernel) // stride + 1
         for name, memory_format in (("channels-last", torch.channels_last), ("contiguous", torch.contiguous_format)):
             images = torch.randn(args.batch_size, channels, size, size).contiguous(memory_format=memory_format)
-            grad_output = torch.randn(args.batch_size, channels, out_size, out_size).contiguous(memory_format=memory_format)
+            grad_output = torch.randn(args.batch_size, channels, out_size, out_size).contiguous(
+                memory_format=memory_format
+            )
             weight = layer.weight.detach().contiguous(memory_format=memory_format)
             # what autograd runs for nn.Conv2d's weight
-            torch_ms = milliseconds(lambda: torch.ops.aten.convolution_backward(
-                grad_output, images, weight, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], channels,
-                [False, True, False]))
+            torch_ms = milliseconds(
+                lambda: torch.ops.aten.convolution_backward(
+                    grad_output,
+                    images,
+                    weight,
+                    None,
+                    [stride] * 2,
+                    [padding] * 2,
+                    [1, 1],
+                    False,
+                    [0, 0],
+                    channels,
+                    [False, True, False],
+                )
+            )
             gram_ms = milliseconds(lambda: depthwise_weight_grad(images, grad_output, kernel, stride, padding))
             with torch.enable_grad():
                 used = "yes" if layer.uses_gram_gradient(images) else ""
-            print(f"| {channels} | {size}x{size} | {kernel} | {stride} | {name} | {torch_ms:.2f} | {gram_ms:.2f} | {torch_ms / gram_ms:.1f}x | {used} |")
+            print(
+                f"| {channels} | {size}x{size} | {kernel} | {stride} | {name} | {torch_ms:.2f} | {gram_ms:.2f} "
+                f"| {torch_ms / gram_ms:.1f}x | {used} |"
+            )
 
 
 if __name__ == "__main__":

@@ -96,7 +96,11 @@ def explain_config_error(error: Exception) -> str:
         prefix = full_key[: -len(key)]
         valid = [str(k) for k in parent.keys() if not str(k).startswith("_")]
         close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(prefix + k for k in close)}?" if close else f"valid keys: {', '.join(prefix + k for k in valid)}"
+        hint = (
+            f"did you mean {', '.join(prefix + k for k in close)}?"
+            if close
+            else f"valid keys: {', '.join(prefix + k for k in valid)}"
+        )
         return f"{full_key} is not a config key: {hint} (a leading + adds a new key: +{full_key}=...)"
     plugin = missing_plugin(message)
     if plugin is not None:

@@ -46,7 +46,9 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} is invalid: expected {description}")
     _check_precision(cfg)
     if cfg.get("test_weights") not in TEST_WEIGHTS:
-        raise ConfigError(f"test_weights={cfg.get('test_weights')!r} is invalid: expected one of {', '.join(TEST_WEIGHTS)}")
+        raise ConfigError(
+            f"test_weights={cfg.get('test_weights')!r} is invalid: expected one of {', '.join(TEST_WEIGHTS)}"
+        )
     _check_fold(cfg)
     _check_network(cfg)
 
@@ -58,7 +60,9 @@ def _is_number(value: Any) -> bool:
 def _check_precision(cfg: DictConfig) -> None:
     precision = OmegaConf.select(cfg, "trainer.precision")
     if precision is not None and str(precision) not in valid_precisions():
-        raise ConfigError(f"trainer.precision={precision!r} is invalid: expected one of {', '.join(valid_precisions())}")
+        raise ConfigError(
+            f"trainer.precision={precision!r} is invalid: expected one of {', '.join(valid_precisions())}"
+        )
 
 
 def _check_fold(cfg: DictConfig) -> None:
@@ -111,13 +115,17 @@ def _check_model_keys(model: DictConfig) -> None:
 def _signature(target: Any) -> tuple[inspect.Signature | None, dict[str, Any]]:
     """The target's parameters and type hints; a class whose ``__init__`` passes ``**kwargs`` on to its base
     class (the DataModules) gets the base's parameters too, so their keys are checked as well."""
-    functions = [c.__init__ for c in inspect.getmro(target) if "__init__" in vars(c)] if inspect.isclass(target) else [target]
+    functions = (
+        [c.__init__ for c in inspect.getmro(target) if "__init__" in vars(c)] if inspect.isclass(target) else [target]
+    )
     parameters: dict[str, inspect.Parameter] = {}
     hints: dict[str, Any] = {}
     try:
         for function in functions:
             own = inspect.signature(function).parameters
-            parameters.update({k: p for k, p in own.items() if k not in parameters and p.kind is not inspect.Parameter.VAR_KEYWORD})
+            parameters.update(
+                {k: p for k, p in own.items() if k not in parameters and p.kind is not inspect.Parameter.VAR_KEYWORD}
+            )
             hints = {**typing.get_type_hints(function), **hints}
             if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own.values()):
                 break
@@ -162,7 +170,9 @@ def _check_network(cfg: DictConfig) -> None:
     """Build the network once (without pretrained weights) and run it on zeros: catches images too
     small for the model and freeze counts beyond its layers."""
     net_cfg = OmegaConf.to_container(cfg.model.net, resolve=True)
-    net_cfg.update({key: None if key == "weights_path" else False for key in ("pretrained", "weights_path") if key in net_cfg})
+    net_cfg.update(
+        {key: None if key == "weights_path" else False for key in ("pretrained", "weights_path") if key in net_cfg}
+    )
     activation = OmegaConf.to_container(cfg.activation, resolve=True) if cfg.get("activation") else None
     img_size = cfg.data.img_size
     try:

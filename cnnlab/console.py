@@ -74,7 +74,13 @@ def _duration(seconds: float | None) -> str:
         return "-"
     minutes, seconds = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
+    return (
+        f"{hours}h {minutes:02d}m {seconds:02d}s"
+        if hours
+        else f"{minutes}m {seconds:02d}s"
+        if minutes
+        else f"{seconds}s"
+    )
 
 
 def run_end_block(results: dict[str, Any], run_dir: Path) -> str:
@@ -82,13 +88,18 @@ def run_end_block(results: dict[str, Any], run_dir: Path) -> str:
     lines = [f"Run finished: {shown_path(run_dir)}"]
     if "test/acc" in results:
         metrics = {"acc": "test/acc", "f1": "test/f1_macro", "auroc": "test/auroc_macro", "loss": "test/loss"}
-        lines.append("  test        " + "  ".join(f"{name} {format_metric(results.get(key))}" for name, key in metrics.items()))
+        lines.append(
+            "  test        " + "  ".join(f"{name} {format_metric(results.get(key))}" for name, key in metrics.items())
+        )
     epochs = f"best epoch {results.get('best_epoch', '-')}"
     if "tested_epoch" in results:
         epochs += f", tested epoch {results['tested_epoch']}"
     lines.append(f"  epochs      {epochs} (of {results.get('epochs_run', '-')} run)")
     lines.append(f"  time        {_duration(results.get('wall_time_sec', results.get('train_time_sec')))}")
-    for label, path in (("report", run_dir / "report" / "report.md"), ("checkpoint", run_dir / "checkpoints" / "best.ckpt")):
+    for label, path in (
+        ("report", run_dir / "report" / "report.md"),
+        ("checkpoint", run_dir / "checkpoints" / "best.ckpt"),
+    ):
         if path.is_file():
             lines.append(f"  {label:<11} {shown_path(path)}")
     return "\n".join(lines)

@@ -18,8 +18,17 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.train import train, write_results
 
-FOLD_KEYS = ("status", "test/acc", "test/f1_macro", "test/auroc_macro", "test/loss", "val/acc_best", "val/loss_best",
-             "epochs_run", "tested_epoch")
+FOLD_KEYS = (
+    "status",
+    "test/acc",
+    "test/f1_macro",
+    "test/auroc_macro",
+    "test/loss",
+    "val/acc_best",
+    "val/loss_best",
+    "epochs_run",
+    "tested_epoch",
+)
 
 
 def fold_dir(output_dir: Path, fold: int) -> Path:
@@ -78,8 +87,14 @@ def cross_validate(cfg: DictConfig) -> dict[str, Any]:
         except BaseException as error:
             interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
             message = str(error) if isinstance(error, CnnlabError) else f"{type(error).__name__}: {error}"
-            write_results(output_dir, {**_mean_results(fold_results), "status": "interrupted" if interrupted else "failed",
-                                       "error": f"fold {fold} ({fold_dir(output_dir, fold)}): {message}"})
+            write_results(
+                output_dir,
+                {
+                    **_mean_results(fold_results),
+                    "status": "interrupted" if interrupted else "failed",
+                    "error": f"fold {fold} ({fold_dir(output_dir, fold)}): {message}",
+                },
+            )
             raise
     results = {"status": "completed", **_mean_results(fold_results), "num_params": fold_results[0].get("num_params")}
     write_results(output_dir, results)

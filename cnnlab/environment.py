@@ -36,6 +36,10 @@ def _git_commit() -> str | None:
         return None
     if result.returncode != 0:
         return None
-    dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, timeout=5).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        timeout=5,
+    ).stdout.strip()
     return result.stdout.strip() + ("-dirty" if dirty else "")

@@ -43,7 +43,10 @@ def build_datamodule(cfg: DictConfig, run_dir: Path, img_size: int) -> ImageData
         run_cfg.paths = cfg.paths  # data_dir and output_dir of this evaluation, the run's seed
         data = OmegaConf.to_container(run_cfg.data, resolve=True)
     except Exception as error:
-        raise CnnlabError(f"cannot read the data section of {run_config} ({type(error).__name__}: {error}); choose the dataset with data=<name>") from None
+        raise CnnlabError(
+            f"cannot read the data section of {run_config} ({type(error).__name__}: {error}); "
+            "choose the dataset with data=<name>"
+        ) from None
     if not isinstance(data, dict):
         raise CnnlabError(f"{run_config} has no data section; choose the dataset with data=<name>")
     data.pop("output_dir", None)  # runs before the datamodules stopped writing run files
@@ -67,7 +70,8 @@ register_resolver()  # conf/eval.yaml names its run dir with ${unique_dir:...}
 @hydra.main(version_base="1.3", config_path="pkg://cnnlab.conf", config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
-    """Write ``report/`` and ``results.json`` (``<split>/acc``, ``/f1_macro``, ``/auroc_macro``); return the accuracy."""
+    """Write ``report/`` and ``results.json`` (``<split>/acc``, ``/f1_macro``, ``/auroc_macro``); return the
+    accuracy."""
     ckpt_path = Path(to_absolute_path(cfg.ckpt_path))
     module = load_classifier(ckpt_path, cfg.trust_checkpoint)
     hparams = module.hparams
@@ -75,7 +79,9 @@ def main(cfg: DictConfig) -> float:
     datamodule = build_datamodule(cfg, run_dir, hparams.preprocessing["img_size"])
     datamodule.prepare_data()
     datamodule.setup()
-    split = in_checkpoint_classes(datamodule.evaluation_split(cfg.split), datamodule.class_names, list(hparams.class_names))
+    split = in_checkpoint_classes(
+        datamodule.evaluation_split(cfg.split), datamodule.class_names, list(hparams.class_names)
+    )
     batch_size = cfg.batch_size or datamodule.eval_batch_size
     run_results_path = run_dir / "results.json"
     run_results = json.loads(run_results_path.read_text()) if run_results_path.exists() else {}

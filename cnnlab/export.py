@@ -140,8 +140,13 @@ def _export_onnx(net: nn.Module, example: torch.Tensor, path: Path, metadata: di
     # the TorchScript-based exporter: the dynamo one needs onnxscript, which cnnlab does not install
     with _onnx_symbolics():
         torch.onnx.export(
-            net, (example,), str(path), dynamo=False, opset_version=opset,
-            input_names=["images"], output_names=["logits"],
+            net,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["images"],
+            output_names=["logits"],
             dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
         )
     model = onnx.load(str(path))

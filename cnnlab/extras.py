@@ -20,8 +20,10 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "mlflow": ("mlflow", "logger=mlflow"),
 }
 # a config a plugin registers -> the plugin (composing it fails when the plugin is not installed)
-PLUGIN_CONFIGS = {"hydra/sweeper/optuna": "hydra_plugins.hydra_optuna_sweeper",
-                  "hydra/launcher/submitit_slurm": "hydra_plugins.hydra_submitit_launcher"}
+PLUGIN_CONFIGS = {
+    "hydra/sweeper/optuna": "hydra_plugins.hydra_optuna_sweeper",
+    "hydra/launcher/submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
+}
 
 
 class MissingExtra(CnnlabError):

@@ -109,7 +109,10 @@ def predict_split(module: ImageClassifier, split: Split, batch_size: int, precis
 
 
 def predict_files(
-    module: ImageClassifier, paths: Sequence[str | Path], batch_size: int = 64, unreadable: dict[str, str] | None = None,
+    module: ImageClassifier,
+    paths: Sequence[str | Path],
+    batch_size: int = 64,
+    unreadable: dict[str, str] | None = None,
     progress: bool = False,
 ) -> Predictions:
     """:class:`Predictions` for image files, decoded as the checkpoint's images were (RGB, ``img_size``).

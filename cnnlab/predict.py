@@ -102,7 +102,10 @@ def main(cfg: DictConfig) -> None:
     print_summary(predictions, cfg.top_k, cfg.max_rows, console)
     console.print(f"wrote {csv_path}")
     if not predictions.sources:
-        raise CnnlabError(f"none of the {len(predictions.unreadable)} inputs could be predicted (listed above and in {unreadable_path})")
+        raise CnnlabError(
+            f"none of the {len(predictions.unreadable)} inputs could be predicted "
+            f"(listed above and in {unreadable_path})"
+        )
 
 
 if __name__ == "__main__":

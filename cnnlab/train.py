@@ -18,25 +18,25 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.config import validate
-from cnnlab.data.base import ImageDataModule
 from cnnlab.console import per_class_counts
+from cnnlab.data.base import ImageDataModule
 from cnnlab.environment import environment
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluation.data_plots import start_data_plots
 from cnnlab.evaluation import plots
+from cnnlab.evaluation.data_plots import start_data_plots
 from cnnlab.evaluation.report import read_history, write_run_report
 from cnnlab.evaluation.wandb_views import finish_wandb, log_config, log_report, prepare_wandb
+from cnnlab.models.complexity import count_macs
+from cnnlab.models.pretrained import pretrained_normalization
 from cnnlab.training.allocator import huge_pages_requested, keep_freed_memory, malloc_tuned, preloaded_allocator
 from cnnlab.training.callbacks import EpochTimer
+from cnnlab.training.checkpoints import check_compatible, load_checkpoint, resolve_checkpoint
 from cnnlab.training.distributed import is_global_zero
 from cnnlab.training.freeze import trainable_base_params
 from cnnlab.training.interrupts import interrupt_message, requeued_checkpoint, sigterm_interrupts, stopping_signal
 from cnnlab.training.loggers import RunCSVLogger, require_logger_packages
-from cnnlab.models.complexity import count_macs
-from cnnlab.models.pretrained import pretrained_normalization
 from cnnlab.training.module import ImageClassifier
 from cnnlab.training.precision import run_precision
-from cnnlab.training.checkpoints import check_compatible, load_checkpoint, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,9 @@ def write_data_files(datamodule: ImageDataModule, data_dir: Path) -> None:
     """``summary.json`` (classes, split sizes, images per class, unreadable files) and each split's file
     list (``<split>_files.txt``), and the summary in the log."""
     summary = datamodule.summary()
-    log.info("%s: %d classes, split sizes %s", type(datamodule).__name__, len(datamodule.class_names), summary["split_sizes"])
+    log.info(
+        "%s: %d classes, split sizes %s", type(datamodule).__name__, len(datamodule.class_names), summary["split_sizes"]
+    )
     log.info("images per class: %s", per_class_counts(summary["per_class"]))
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -181,7 +183,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         results["train_time_sec"] = round(time.perf_counter() - start, 3)
         results.update(_fit_results(trainer))
         results["trainable_params_base"] = trainable_base_params(module.net)  # after fit: two_stage's last stage
-        results["macs"] = count_macs(module.net, datamodule.in_chans, datamodule.img_size)  # after fit: not start-up time
+        results["macs"] = count_macs(
+            module.net, datamodule.in_chans, datamodule.img_size
+        )  # after fit: not start-up time
 
         if cfg.get("test"):
             tested_checkpoint = best_checkpoint(trainer) if cfg.test_weights == "best" else None
@@ -248,5 +252,7 @@ def _fit_results(trainer: L.Trainer) -> dict[str, Any]:
         "best_epoch": best_epoch,
         "sec_per_epoch": timer.sec_per_epoch if timer else None,
         "val/acc_best": float(metrics["val/acc_best"]) if "val/acc_best" in metrics else None,
-        "val/loss_best": float(ckpt.best_model_score) if ckpt is not None and ckpt.best_model_score is not None else None,
+        "val/loss_best": float(ckpt.best_model_score)
+        if ckpt is not None and ckpt.best_model_score is not None
+        else None,
     }

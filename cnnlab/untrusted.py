@@ -16,48 +16,56 @@ from typing import Any, Mapping
 
 from cnnlab.errors import CnnlabError
 
-MODEL_BUILDERS = frozenset({
-    "cnnlab.models.cifar_cnns.AlexNetCIFAR",
-    "cnnlab.models.cifar_cnns.CNNBaselineS2",
-    "cnnlab.models.cifar_cnns.CNNBaselineS4",
-    "cnnlab.models.cifar_cnns.CNNImprovedS4",
-    "cnnlab.models.cifar_cnns.CNNResidualS4",
-    "cnnlab.models.mobilenet_v1.MobileNetV1",
-    "cnnlab.models.mobilenetv3.MobileNetV3",
-    "cnnlab.models.pretrained.TimmClassifier",
-    "cnnlab.models.pretrained.efficientnetv2_b0",
-    "cnnlab.models.pretrained.mobilenetv2",
-    "cnnlab.models.pretrained.resnet50_pretrained",
-    "cnnlab.models.resnet.ResNet18S2",
-    "cnnlab.models.resnet.ResNet50",
-})
-ACTIVATIONS = frozenset({
-    "cnnlab.nn.activations.ELU",
-    "cnnlab.nn.activations.GELU",
-    "cnnlab.nn.activations.HardELU",
-    "cnnlab.nn.activations.HardSwish",
-    "cnnlab.nn.activations.LReLU",
-    "cnnlab.nn.activations.LeakyReLU",
-    "cnnlab.nn.activations.ReLU",
-    "cnnlab.nn.activations.SiLU",
-})
-OPTIMIZERS = frozenset({
-    "cnnlab.training.optimizers.KerasRMSprop",
-    "torch.optim.Adam",
-    "torch.optim.AdamW",
-    "torch.optim.RMSprop",
-    "torch.optim.SGD",
-})
+MODEL_BUILDERS = frozenset(
+    {
+        "cnnlab.models.cifar_cnns.AlexNetCIFAR",
+        "cnnlab.models.cifar_cnns.CNNBaselineS2",
+        "cnnlab.models.cifar_cnns.CNNBaselineS4",
+        "cnnlab.models.cifar_cnns.CNNImprovedS4",
+        "cnnlab.models.cifar_cnns.CNNResidualS4",
+        "cnnlab.models.mobilenet_v1.MobileNetV1",
+        "cnnlab.models.mobilenetv3.MobileNetV3",
+        "cnnlab.models.pretrained.TimmClassifier",
+        "cnnlab.models.pretrained.efficientnetv2_b0",
+        "cnnlab.models.pretrained.mobilenetv2",
+        "cnnlab.models.pretrained.resnet50_pretrained",
+        "cnnlab.models.resnet.ResNet18S2",
+        "cnnlab.models.resnet.ResNet50",
+    }
+)
+ACTIVATIONS = frozenset(
+    {
+        "cnnlab.nn.activations.ELU",
+        "cnnlab.nn.activations.GELU",
+        "cnnlab.nn.activations.HardELU",
+        "cnnlab.nn.activations.HardSwish",
+        "cnnlab.nn.activations.LReLU",
+        "cnnlab.nn.activations.LeakyReLU",
+        "cnnlab.nn.activations.ReLU",
+        "cnnlab.nn.activations.SiLU",
+    }
+)
+OPTIMIZERS = frozenset(
+    {
+        "cnnlab.training.optimizers.KerasRMSprop",
+        "torch.optim.Adam",
+        "torch.optim.AdamW",
+        "torch.optim.RMSprop",
+        "torch.optim.SGD",
+    }
+)
 SCHEDULERS = frozenset({"torch.optim.lr_scheduler.CosineAnnealingLR", "torch.optim.lr_scheduler.ReduceLROnPlateau"})
 FREEZE_POLICIES = frozenset({"cnnlab.training.freeze.TopK", "cnnlab.training.freeze.TwoStage"})
 LOSSES = frozenset({"cnnlab.training.loss.CrossEntropyLoss"})
-DATAMODULES = frozenset({
-    "cnnlab.data.cifar10.CIFAR10DataModule",
-    "cnnlab.data.digits.DigitsDataModule",
-    "cnnlab.data.eurosat.EuroSATDataModule",
-    "cnnlab.data.fruits360.Fruits360DataModule",
-    "cnnlab.data.imagefolder.ImageFolderDataModule",
-})
+DATAMODULES = frozenset(
+    {
+        "cnnlab.data.cifar10.CIFAR10DataModule",
+        "cnnlab.data.digits.DigitsDataModule",
+        "cnnlab.data.eurosat.EuroSATDataModule",
+        "cnnlab.data.fruits360.Fruits360DataModule",
+        "cnnlab.data.imagefolder.ImageFolderDataModule",
+    }
+)
 AUGMENTATIONS = frozenset({"cnnlab.data.augment.BatchAugment"})
 
 # where a `_target_` may stand (key path) and what it may name there
@@ -87,7 +95,9 @@ def _refusal(path: tuple[Any, ...], why: str) -> str:
     return f"{'.'.join(map(str, path))} {why}"
 
 
-def _problem(node: Any, path: tuple[Any, ...], targets: Mapping[tuple[str, ...], frozenset[str]], depth: int) -> str | None:
+def _problem(
+    node: Any, path: tuple[Any, ...], targets: Mapping[tuple[str, ...], frozenset[str]], depth: int
+) -> str | None:
     """The first key path (with why) where ``node`` is not plain data or names code off the allowlist."""
     position = path[depth:]
     if isinstance(node, Mapping):
@@ -128,7 +138,10 @@ def check_untrusted(
 def check_checkpoint_hparams(hparams: Any, path: str) -> None:
     """Refuse a checkpoint whose hyperparameters would build anything but cnnlab's own network parts."""
     check_untrusted(
-        hparams, f"checkpoint {path}", ("hyper_parameters",), CHECKPOINT_TARGETS,
+        hparams,
+        f"checkpoint {path}",
+        ("hyper_parameters",),
+        CHECKPOINT_TARGETS,
         "refused (it would run that code). Add trust_checkpoint=true only if you trust the file's source",
     )
 
@@ -136,7 +149,10 @@ def check_checkpoint_hparams(hparams: Any, path: str) -> None:
 def check_run_data(data: Any, path: str) -> None:
     """Refuse a run config whose ``data`` section would build anything but one of cnnlab's datamodules."""
     check_untrusted(
-        {"data": data}, f"run config {path}", (), RUN_DATA_TARGETS,
+        {"data": data},
+        f"run config {path}",
+        (),
+        RUN_DATA_TARGETS,
         "refused (it would run that code). Choose the dataset with data=<name>, or add trust_checkpoint=true "
         "only if you trust the run directory",
     )

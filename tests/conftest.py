@@ -35,7 +35,9 @@ def run_cli(args: list[str], cwd: Path, module: str = "cnnlab.cli", check: bool 
         [sys.executable, "-m", module, *args], cwd=cwd, env=cli_env(**env), capture_output=True, text=True
     )
     if check and result.returncode != 0:
-        pytest.fail(f"{module} {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        pytest.fail(
+            f"{module} {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return result
 
 
@@ -54,7 +56,9 @@ def run_console_script(script: str, args: list[str], cwd: Path, env: dict[str, s
     """Run the installed console script ``script`` (e.g. ``cnnlab``) in ``cwd`` with exactly ``env``."""
     result = subprocess.run([script, *args], cwd=cwd, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
-        pytest.fail(f"{script} {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        pytest.fail(
+            f"{script} {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return result
 
 

@@ -8,8 +8,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-EUROSAT_CLASSES = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture",
-                   "PermanentCrop", "Residential", "River", "SeaLake"]
+EUROSAT_CLASSES = [
+    "AnnualCrop",
+    "Forest",
+    "HerbaceousVegetation",
+    "Highway",
+    "Industrial",
+    "Pasture",
+    "PermanentCrop",
+    "Residential",
+    "River",
+    "SeaLake",
+]
 EUROSAT_COUNTS = [3000, 3000, 3000, 2500, 2500, 2000, 2500, 3000, 2500, 3000]
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -37,21 +47,26 @@ def write_cifar10(root: Path, per_batch: int = 20, test: int = 20) -> Path:
     folder.mkdir(parents=True)
 
     def batch(path: Path, n: int) -> None:
-        entry = {"batch_label": path.name, "labels": [i % 10 for i in range(n)],
-                 "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 "filenames": [f"img_{i}.png" for i in range(n)]}
+        entry = {
+            "batch_label": path.name,
+            "labels": [i % 10 for i in range(n)],
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "filenames": [f"img_{i}.png" for i in range(n)],
+        }
         path.write_bytes(pickle.dumps(entry, protocol=2))
 
     for k in range(1, 6):
         batch(folder / f"data_batch_{k}", per_batch)
     batch(folder / "test_batch", test)
-    (folder / "batches.meta").write_bytes(pickle.dumps(
-        {"label_names": CIFAR_CLASSES, "num_cases_per_batch": per_batch, "num_vis": 3072},
-        protocol=2))
+    (folder / "batches.meta").write_bytes(
+        pickle.dumps({"label_names": CIFAR_CLASSES, "num_cases_per_batch": per_batch, "num_vis": 3072}, protocol=2)
+    )
     return root
 
 
-def write_fruits360(root: Path, classes=("Apple Braeburn", "Banana", "Cherry 1"), train: int = 10, test: int = 4) -> Path:
+def write_fruits360(
+    root: Path, classes=("Apple Braeburn", "Banana", "Cherry 1"), train: int = 10, test: int = 4
+) -> Path:
     """Fruits-360: root/Training/<Class>/*.jpg and root/Test/<Class>/*.jpg, 100x100."""
     rng = np.random.default_rng(0)
     for part, n in (("Training", train), ("Test", test)):

@@ -33,13 +33,17 @@ FORMULAS = {
     "silu": (lambda x: x / (1.0 + np.exp(-x)), {}, {}, []),
     "leaky_relu": (
         lambda x, negative_slope: np.where(x >= 0, x, negative_slope * x),
-        {"negative_slope": 0.01}, {"negative_slope": 0.2}, [0.0],
+        {"negative_slope": 0.01},
+        {"negative_slope": 0.2},
+        [0.0],
     ),
     "elu": (lambda x, alpha: np.where(x > 0, x, alpha * (np.exp(x) - 1.0)), {"alpha": 1.0}, {"alpha": 0.5}, [0.0]),
     "hard_elu": (lambda x, alpha: np.where(x > 0, x, alpha * x / (1.0 - x)), {"alpha": 1.0}, {"alpha": 2.0}, [0.0]),
     "lrelu": (
         lambda x, alpha, beta: np.where(x > 0, beta * x, alpha * x),
-        {"alpha": 0.01, "beta": 1.0}, {"alpha": 0.02, "beta": 0.9}, [0.0],
+        {"alpha": 0.01, "beta": 1.0},
+        {"alpha": 0.02, "beta": 0.9},
+        [0.0],
     ),
 }
 

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import read_results, run_dirs
 
 from cnnlab.training.allocator import HUGE_PAGES_TUNABLE, preloaded_allocator
-from conftest import read_results, run_dirs
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tunes glibc's malloc")
 

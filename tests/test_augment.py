@@ -59,7 +59,9 @@ def test_sampled_matrices_stay_within_the_configured_bounds():
     assert torch.allclose(column_norms[:, 0], column_norms[:, 1], atol=1e-5)
     scale = 1 / column_norms[:, 0]
     assert scale.min() >= 0.7 - 1e-5 and scale.max() <= 1.3 + 1e-5 and scale.std() > 0.1
-    sign_x = torch.sign(linear[:, 0, 0] * linear[:, 1, 1] - linear[:, 0, 1] * linear[:, 1, 0]) * torch.sign(linear[:, 1, 1])
+    sign_x = torch.sign(linear[:, 0, 0] * linear[:, 1, 1] - linear[:, 0, 1] * linear[:, 1, 0]) * torch.sign(
+        linear[:, 1, 1]
+    )
     unflipped = linear / column_norms.unsqueeze(1) * torch.stack([sign_x, torch.sign(linear[:, 1, 1])], 1).unsqueeze(1)
     angle = torch.atan2(unflipped[:, 1, 0], unflipped[:, 0, 0])
     assert angle.abs().max() <= math.radians(20) + 1e-5 and angle.abs().max() > math.radians(19)
@@ -82,8 +84,16 @@ def test_an_unknown_padding_mode_or_interpolation_is_refused():
         BatchAugment(interpolation="bicubic")
 
 
-def keras_transform(image: np.ndarray, theta: float, tx: float, ty: float, zx: float, zy: float,
-                    flip_horizontal: bool, flip_vertical: bool) -> np.ndarray:
+def keras_transform(
+    image: np.ndarray,
+    theta: float,
+    tx: float,
+    ty: float,
+    zx: float,
+    zy: float,
+    flip_horizontal: bool,
+    flip_vertical: bool,
+) -> np.ndarray:
     """Keras' ``ImageDataGenerator.apply_transform`` (keras/src/legacy/preprocessing/image.py, Keras 3.15) on a
     (C, H, W) image, defaults fill_mode="nearest", order=1: rotation @ shift @ zoom about the centre, x/y
     swapped to array axes, scipy's affine_transform per channel, then the flips. (Against Keras' own
@@ -108,17 +118,25 @@ def keras_transform(image: np.ndarray, theta: float, tx: float, ty: float, zx: f
 
 
 # Keras' transform parameters: theta (degrees), tx, ty (pixels), zx, zy, flip_horizontal, flip_vertical
-KERAS_PARAMETERS = [(20, 2.0, -1.5, 0.85, 1.15, True, False), (-35, -3.0, 1.0, 1.2, 0.9, False, True),
-                    (0, 0, 0, 1.1, 0.8, True, True), (10, 1.0, 2.0, 1.0, 1.0, False, False)]
+KERAS_PARAMETERS = [
+    (20, 2.0, -1.5, 0.85, 1.15, True, False),
+    (-35, -3.0, 1.0, 1.2, 0.9, False, True),
+    (0, 0, 0, 1.1, 0.8, True, True),
+    (10, 1.0, 2.0, 1.0, 1.0, False, False),
+]
 
 
 def test_keras_affine_warps_as_keras_image_data_generator():
     augment = BatchAugment(padding_mode="border", keras_affine=True)
     size = 12
     images = torch.rand(len(KERAS_PARAMETERS), 3, size, size, dtype=torch.float64)
-    parameters = torch.tensor([
-        [-1.0 if fh else 1.0, -1.0 if fv else 1.0, math.radians(theta), zx, zy, 2 * tx / size, 2 * ty / size]
-        for theta, tx, ty, zx, zy, fh, fv in KERAS_PARAMETERS], dtype=torch.float64)
+    parameters = torch.tensor(
+        [
+            [-1.0 if fh else 1.0, -1.0 if fv else 1.0, math.radians(theta), zx, zy, 2 * tx / size, 2 * ty / size]
+            for theta, tx, ty, zx, zy, fh, fv in KERAS_PARAMETERS
+        ],
+        dtype=torch.float64,
+    )
     ours = augment.warp(images, augment.matrices(parameters))
     for image, warped, keras_parameters in zip(images, ours, KERAS_PARAMETERS):
         expected = torch.from_numpy(keras_transform(image.numpy(), *keras_parameters).copy())
@@ -131,7 +149,9 @@ def test_keras_affine_draws_x_and_y_zoom_independently_in_keras_range():
     zoom_x, zoom_y = keras[:, 3], keras[:, 4]
     for zoom in (zoom_x, zoom_y):  # uniform in [0.8, 1.2]: mean 1, variance 0.4^2 / 12
         assert zoom.min() >= 0.8 and zoom.max() <= 1.2
-        assert zoom.mean().item() == pytest.approx(1.0, abs=0.003) and zoom.var().item() == pytest.approx(0.16 / 12, rel=0.03)
+        assert zoom.mean().item() == pytest.approx(1.0, abs=0.003) and zoom.var().item() == pytest.approx(
+            0.16 / 12, rel=0.03
+        )
     assert abs(torch.corrcoef(torch.stack([zoom_x, zoom_y]))[0, 1].item()) < 0.03
     default = BatchAugment(zoom=0.2).sample_parameters(20_000, CPU)  # one magnification s for both axes
     assert torch.equal(default[:, 3], default[:, 4]) and (1 / default[:, 3]).max() <= 1.2 + 1e-6
@@ -154,13 +174,17 @@ def test_nearest_rotation_equals_torchvision_random_rotation(angle):
     assert torch.equal(ours, TF.rotate(images, angle, interpolation=InterpolationMode.NEAREST, fill=0))
 
 
-@pytest.mark.parametrize(("overrides", "keras_affine", "interpolation"), [
-    (["data=cifar10", "data/augment=cifar_s2_zoom"], True, "bilinear"),
-    (["data=cifar10", "data/augment=cifar_s4_zoom"], True, "bilinear"),
-    (["data=eurosat"], False, "nearest"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "keras_affine", "interpolation"),
+    [
+        (["data=cifar10", "data/augment=cifar_s2_zoom"], True, "bilinear"),
+        (["data=cifar10", "data/augment=cifar_s4_zoom"], True, "bilinear"),
+        (["data=eurosat"], False, "nearest"),
+    ],
+)
 def test_presets_carry_their_study_framework(overrides, keras_affine, interpolation):
-    """The Keras studies' presets (and S1's expansion, which uses cifar_s4_zoom) augment as Keras; S0's as torchvision."""
+    """The Keras studies' presets (and S1's expansion, which uses cifar_s4_zoom) augment as Keras; S0's as
+    torchvision."""
     augment = instantiate(composed(*overrides).data.augment)
     assert (augment.keras_affine, augment.interpolation) == (keras_affine, interpolation)
     assert instantiate(composed("data=imagefolder").data.expand_augment).keras_affine

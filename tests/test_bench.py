@@ -20,8 +20,24 @@ BENCH_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 sys.path.insert(0, str(BENCH_SCRIPT.parent))  # the benchmark is a script beside the package, not part of it
 from bench import DEFAULT_MODES, EUROSAT_CLASSES, conventional_transform, main, make_eurosat_folder  # noqa: E402
 
-TINY = ["--img-size", "32", "--images", "60", "--batch-size", "8", "--epochs", "2", "--windows", "2",
-        "--window-steps", "1", "--warmup", "1", "--workers", "1"]
+TINY = [
+    "--img-size",
+    "32",
+    "--images",
+    "60",
+    "--batch-size",
+    "8",
+    "--epochs",
+    "2",
+    "--windows",
+    "2",
+    "--window-steps",
+    "1",
+    "--warmup",
+    "1",
+    "--workers",
+    "1",
+]
 
 
 def bench_args(tmp_path: Path, *args: str, settings: list[str] = TINY) -> list[str]:
@@ -36,8 +52,9 @@ def run_bench(tmp_path: Path, *args: str, settings: list[str] = TINY) -> dict:
 
 def run_bench_script(tmp_path: Path, *args: str) -> tuple[dict, str]:
     """``python benchmarks/bench.py ...`` from another folder, as a user runs it: its JSON and stdout."""
-    run = subprocess.run([sys.executable, str(BENCH_SCRIPT), *bench_args(tmp_path, *args)], cwd=tmp_path,
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, str(BENCH_SCRIPT), *bench_args(tmp_path, *args)], cwd=tmp_path, capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads((tmp_path / "bench.json").read_text()), run.stdout
 
@@ -66,8 +83,10 @@ def test_every_mode_runs_and_the_json_has_the_fields(tmp_path):
 
 def test_startup_and_mode_subset(tmp_path):
     at = TINY.index("--window-steps")
-    default_windows = TINY[:at] + TINY[at + 2:]  # a floor window is as many steps as an epoch
-    results = run_bench(tmp_path, "--model", "cnn_baseline_s4", "--modes", "floor", "--startup", "1", settings=default_windows)
+    default_windows = TINY[:at] + TINY[at + 2 :]  # a floor window is as many steps as an epoch
+    results = run_bench(
+        tmp_path, "--model", "cnn_baseline_s4", "--modes", "floor", "--startup", "1", settings=default_windows
+    )
     (run,) = results["runs"]
     assert list(run["modes"]) == ["floor"] and run["cnnlab_vs_floor"] is None
     assert run["floor_window_steps"] == 5  # 36 training images in batches of 8
@@ -82,7 +101,11 @@ def test_feed_mode_trains_on_the_datamodules_batches(tmp_path, monkeypatch):
 
     served = []
     model_inputs = ImageDataModule.model_inputs
-    monkeypatch.setattr(ImageDataModule, "model_inputs", lambda self, batch, augment: served.append(augment) or model_inputs(self, batch, augment))
+    monkeypatch.setattr(
+        ImageDataModule,
+        "model_inputs",
+        lambda self, batch, augment: served.append(augment) or model_inputs(self, batch, augment),
+    )
     monkeypatch.setattr(pl.Trainer, "fit", lambda *args, **kwargs: pytest.fail("feed must not run a Trainer"))
     results = run_bench(tmp_path, "--model", "cnn_baseline_s4", "--modes", "floor,feed")
     (run,) = results["runs"]
@@ -92,7 +115,9 @@ def test_feed_mode_trains_on_the_datamodules_batches(tmp_path, monkeypatch):
 
 
 def test_a_failing_model_keeps_the_others_figures(tmp_path, capsys):
-    results = run_bench(tmp_path, "--model", "cnn_baseline_s4 model.no_such_key=1", "--model", "cnn_baseline_s4", "--modes", "floor")
+    results = run_bench(
+        tmp_path, "--model", "cnn_baseline_s4 model.no_such_key=1", "--model", "cnn_baseline_s4", "--modes", "floor"
+    )
     failed, measured = results["runs"]
     assert "no_such_key" in failed["error"] and measured["modes"]["floor"]["img_per_s"] > 0
     assert "cnn_baseline_s4 model.no_such_key=1: failed" in capsys.readouterr().out
@@ -111,7 +136,9 @@ def test_generated_folder_is_readable_as_eurosat(tmp_path):
 def test_conventional_transform_mirrors_the_preset():
     from torchvision import transforms as T
 
-    ops = conventional_transform({"hflip": 0.5, "vflip": 0.0, "degrees": 15.0, "translate": 0.1, "zoom": 0.1}).transforms
+    ops = conventional_transform(
+        {"hflip": 0.5, "vflip": 0.0, "degrees": 15.0, "translate": 0.1, "zoom": 0.1}
+    ).transforms
     assert [type(op) for op in ops] == [T.RandomHorizontalFlip, T.RandomAffine, T.ToTensor]
     assert ops[1].degrees == [-15.0, 15.0] and ops[1].translate == (0.1, 0.1) and ops[1].scale == (0.9, 1.1)
 

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_dirs
+from fakedata import write_eurosat, write_image_folder
 from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from cnnlab.data import cache
 from cnnlab.data.imagefolder import ImageFolderDataModule
 from cnnlab.data.images import decode_image
-from fakedata import write_eurosat, write_image_folder
 
 TESTS = Path(__file__).parent
 SMOKE = ["debug=smoke", "data.img_size=32", "test=false"]
@@ -169,7 +169,7 @@ def mapping_kb(pid: int, path: Path) -> dict[str, int]:
     lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.endswith(str(path)))
     fields = {}
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         key, _, value = line.partition(":")
         if not value.strip().endswith("kB"):
             break
@@ -236,8 +236,12 @@ def test_processes_started_together_download_once_and_decode_once(tmp_path, cach
     """As torchrun or SLURM start all ranks at once: one downloads, one decodes, the others wait."""
     root, downloads = tmp_path / "data", tmp_path / "downloads.txt"
     processes = [
-        subprocess.Popen([sys.executable, "-c", CONCURRENT, str(root), str(downloads), str(TESTS)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT, str(root), str(downloads), str(TESTS)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=600)[0] for p in processes]
@@ -269,7 +273,14 @@ def tiny_tmpfs(folder: Path):
 def test_cli_on_a_full_cache_disk_warns_once_and_trains_in_memory(cnnlab, tmp_path):
     root = write_eurosat(cnnlab.cwd / "data", per_class=10)  # 100 images: 1.2 MB of pixels at 64 px
     with tiny_tmpfs(tmp_path / "full") as full:
-        cnnlab("data=eurosat", f"data.root={root}", "data.img_size=64", "debug=smoke", "test=false", CNNLAB_CACHE_DIR=str(full))
+        cnnlab(
+            "data=eurosat",
+            f"data.root={root}",
+            "data.img_size=64",
+            "debug=smoke",
+            "test=false",
+            CNNLAB_CACHE_DIR=str(full),
+        )
         leftovers = [p.name for p in full.rglob("*") if p.is_file() and p.suffix != ".lock"]
     (run,) = run_dirs(cnnlab.cwd)
     assert run_log(run).count("could not write the decoded-image cache") == 1

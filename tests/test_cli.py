@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import read_results, run_dirs
 
 RESULT_KEYS = {
-    "test/acc", "test/loss", "test/f1_macro", "val/acc_best", "num_params", "trainable_params",
-    "epochs_run", "best_epoch", "sec_per_epoch", "train_time_sec", "status",
+    "test/acc",
+    "test/loss",
+    "test/f1_macro",
+    "val/acc_best",
+    "num_params",
+    "trainable_params",
+    "epochs_run",
+    "best_epoch",
+    "sec_per_epoch",
+    "train_time_sec",
+    "status",
 }
 TINY = ["debug=fast", "trainer.max_epochs=2", "trainer.limit_train_batches=3"]
 

@@ -8,10 +8,9 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
-
-import cnnlab.conf
 from omegaconf import OmegaConf
 
+import cnnlab.conf
 from cnnlab.train import build_datamodule
 from cnnlab.training.module import ImageClassifier
 
@@ -43,8 +42,19 @@ def compose_with(*overrides: str):
 
 def test_all_groups_exist():
     groups = {g.split("/")[0] for g, _ in group_options()}
-    expected = {"model", "activation", "data", "optim", "scheduler", "freeze", "trainer", "callbacks",
-                "logger", "paths", "debug"}
+    expected = {
+        "model",
+        "activation",
+        "data",
+        "optim",
+        "scheduler",
+        "freeze",
+        "trainer",
+        "callbacks",
+        "logger",
+        "paths",
+        "debug",
+    }
     assert expected <= groups, expected - groups
 
 
@@ -58,8 +68,12 @@ def test_option_composes(group: str, option: str):
         if "pretrained" in cfg.model.net:
             cfg = compose_with(f"{prefix}{group}={option}", "model.net.pretrained=false")
         module = ImageClassifier(
-            model=to_dict(cfg.model), activation=to_dict(cfg.get("activation")), optimizer=to_dict(cfg.optim),
-            num_classes=10, in_chans=3, img_size=cfg.data.img_size,
+            model=to_dict(cfg.model),
+            activation=to_dict(cfg.get("activation")),
+            optimizer=to_dict(cfg.optim),
+            num_classes=10,
+            in_chans=3,
+            img_size=cfg.data.img_size,
         )
         assert sum(p.numel() for p in module.net.parameters()) > 0
         assert module.configure_optimizers() is not None

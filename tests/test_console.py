@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import read_results, run_dirs
 
 BIN = Path(sys.executable).parent
@@ -34,7 +33,9 @@ def console(script: str, *args: str, cwd: Path, without: tuple[str, ...] = (), c
         env.update(PYTHONPATH=str(cwd / "not_installed"), CNNLAB_TEST_BLOCK=",".join(without))
     result = subprocess.run([str(BIN / script), *args], cwd=cwd, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
-        pytest.fail(f"{script} {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        pytest.fail(
+            f"{script} {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return result
 
 
@@ -51,7 +52,7 @@ def test_run_ends_with_where_and_what_and_prints_each_event_once(tmp_path):
     result = console("cnnlab", *TINY, cwd=tmp_path)
     (run,) = run_dirs(tmp_path)
     results = read_results(run)
-    block = result.stdout[result.stdout.index("Run finished: "):].splitlines()
+    block = result.stdout[result.stdout.index("Run finished: ") :].splitlines()
     assert block[0] == f"Run finished: {run.relative_to(tmp_path)}"
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}", str(run.relative_to(tmp_path / "outputs")))
     assert f"acc {results['test/acc']:.4f}" in block[1] and f"auroc {results['test/auroc_macro']:.4f}" in block[1]
@@ -71,7 +72,7 @@ def test_run_ends_with_where_and_what_and_prints_each_event_once(tmp_path):
 
 def test_sweep_ends_with_summary_and_best_job(tmp_path):
     result = console("cnnlab", "-m", "optim.lr=1e-3,1e-9", *TINY, cwd=tmp_path)
-    block = result.stdout[result.stdout.index("Sweep finished: "):].splitlines()
+    block = result.stdout[result.stdout.index("Sweep finished: ") :].splitlines()
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     assert block[0] == f"Sweep finished: {sweep.relative_to(tmp_path)} (2 of 2 jobs completed)"
     assert block[1].split() == ["summary", str((sweep / "summary.md").relative_to(tmp_path))]
@@ -95,9 +96,12 @@ def test_a_run_in_a_taken_second_gets_a_dir_of_its_own(tmp_path):
 def test_help_opens_with_cnnlab_and_example_commands(tmp_path):
     result = console("cnnlab", "--help", cwd=tmp_path)
     assert result.stdout.startswith("cnnlab: ") and "powered by Hydra" not in result.stdout
-    for command in ("cnnlab model=mobilenetv3_small activation=hard_elu data=eurosat",
-                    "cnnlab -m optim.lr=1e-1,1e-2,1e-3,1e-4,1e-5", "cnnlab experiment=s0_mobilenetv3_eurosat",
-                    "cnnlab logger=wandb"):
+    for command in (
+        "cnnlab model=mobilenetv3_small activation=hard_elu data=eurosat",
+        "cnnlab -m optim.lr=1e-1,1e-2,1e-3,1e-4,1e-5",
+        "cnnlab experiment=s0_mobilenetv3_eurosat",
+        "cnnlab logger=wandb",
+    ):
         assert command in result.stdout
     assert "model: alexnet_cifar, " in result.stdout  # the groups and their options
     assert not (tmp_path / "outputs").exists()
@@ -108,7 +112,10 @@ def test_help_opens_with_cnnlab_and_example_commands(tmp_path):
     [
         (["optim.lrr=0.1"], "optim.lrr is not a config key: did you mean optim.lr?"),
         (["sed=1"], "sed is not a config key: did you mean seed"),
-        (["model=mobilenetv3_smal"], "model=mobilenetv3_smal is not an option of model: did you mean mobilenetv3_small"),
+        (
+            ["model=mobilenetv3_smal"],
+            "model=mobilenetv3_smal is not an option of model: did you mean mobilenetv3_small",
+        ),
     ],
     ids=["nested_key", "top_level_key", "group_option"],
 )
@@ -139,8 +146,13 @@ SLURM = ["-m", "hydra/launcher=slurm", "debug=fast"]
         ("cnnlab", SLURM, ("submitit",), "slurm"),
         ("cnnlab", SLURM, ("hydra_plugins.hydra_submitit_launcher", "submitit"), "slurm"),
     ],
-    ids=["export_without_onnx", "search_without_optuna", "search_without_plugin", "slurm_without_submitit",
-         "slurm_without_plugin"],
+    ids=[
+        "export_without_onnx",
+        "search_without_optuna",
+        "search_without_plugin",
+        "slurm_without_submitit",
+        "slurm_without_plugin",
+    ],
 )
 def test_missing_extra_names_its_pip_install(tmp_path, script, args, without, extra):
     """Without the package the extra installs, or without the Hydra plugin too (its configs are then unknown)."""
@@ -163,7 +175,9 @@ def test_local_defaults_apply_and_the_command_line_wins(tmp_path):
 
 def test_local_defaults_are_git_ignored():
     root = Path(__file__).resolve().parents[1]
-    ignored = subprocess.run(["git", "-C", str(root), "check-ignore", "conf/local/default.yaml"], capture_output=True, text=True)
+    ignored = subprocess.run(
+        ["git", "-C", str(root), "check-ignore", "conf/local/default.yaml"], capture_output=True, text=True
+    )
     assert ignored.stdout.strip() == "conf/local/default.yaml"
 
 
@@ -180,7 +194,9 @@ def test_pretrained_timm_model_gets_its_weights_normalization_unless_data_sets_o
     model = ["model=timm", f"model.net.name={name}", f"model.net.weights_path={weights}", "debug=fast", "test=false"]
     console("cnnlab", *model, cwd=tmp_path)
     console("cnnlab", *model, "data.mean=[0.1,0.2,0.3]", "data.std=[0.4,0.5,0.6]", cwd=tmp_path)
-    own, chosen = (ImageClassifier.load_from_checkpoint(run / "checkpoints/best.ckpt", map_location="cpu").hparams.preprocessing
-                   for run in run_dirs(tmp_path))
+    own, chosen = (
+        ImageClassifier.load_from_checkpoint(run / "checkpoints/best.ckpt", map_location="cpu").hparams.preprocessing
+        for run in run_dirs(tmp_path)
+    )
     assert (own["mean"], own["std"]) == ([0.5] * 3, [0.5] * 3)
     assert chosen["mean"] == pytest.approx([0.1, 0.2, 0.3]) and chosen["std"] == pytest.approx([0.4, 0.5, 0.6])

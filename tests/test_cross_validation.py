@@ -6,7 +6,6 @@ import json
 import statistics
 
 import pytest
-
 from conftest import read_results
 from fakedata import write_image_folder
 
@@ -27,8 +26,11 @@ def test_every_fold_trains_and_the_run_reports_their_mean(cnnlab, tmp_path):
         assert results[key] == pytest.approx(statistics.mean(f[key] for f in folds))
         assert results[f"{key}_std"] == pytest.approx(statistics.stdev(f[key] for f in folds))
     # each fold held out its own third of the images for validation and test
-    held_out = [set((run / f"fold_{k}/data/val_files.txt").read_text().split()) |
-                set((run / f"fold_{k}/data/test_files.txt").read_text().split()) for k in range(3)]
+    held_out = [
+        set((run / f"fold_{k}/data/val_files.txt").read_text().split())
+        | set((run / f"fold_{k}/data/test_files.txt").read_text().split())
+        for k in range(3)
+    ]
     assert all(len(held) == 9 for held in held_out) and not (held_out[0] & held_out[1] or held_out[1] & held_out[2])
     assert all((run / f"fold_{k}/checkpoints/best.ckpt").is_file() for k in range(3))
     assert find_run_dirs([cnnlab.cwd / "outputs"]) == [run]  # the folds are the run's, not runs of their own

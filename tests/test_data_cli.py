@@ -8,8 +8,14 @@ import pytest
 from conftest import read_results, run_dirs
 from fakedata import write_cifar10, write_eurosat, write_fruits360, write_image_folder
 
-COMMON = ["debug=fast", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-          "data.batch_size=8", "data.eval_batch_size=16"]
+COMMON = [
+    "debug=fast",
+    "trainer.limit_train_batches=1",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "data.batch_size=8",
+    "data.eval_batch_size=16",
+]
 
 
 @pytest.mark.parametrize("dataset", ["eurosat", "cifar10", "fruits360", "imagefolder"])
@@ -19,8 +25,11 @@ def test_cli_trains_on_each_dataset(cnnlab, dataset):
         "eurosat": (write_eurosat, ["data.img_size=32"], {"train": 60, "val": 20, "test": 20}),
         "cifar10": (write_cifar10, [], {"train": 80, "val": 20, "test": 20}),
         "fruits360": (write_fruits360, [], {"train": 24, "val": 6, "test": 12}),
-        "imagefolder": (write_image_folder, ["data.img_size=32", "data.num_folds=5", "data.fold=2", "data.expand=2"],
-                        {"train": 48, "val": 3, "test": 3}),
+        "imagefolder": (
+            write_image_folder,
+            ["data.img_size=32", "data.num_folds=5", "data.fold=2", "data.expand=2"],
+            {"train": 48, "val": 3, "test": 3},
+        ),
     }[dataset]
     writer(root)
     cnnlab(f"data={dataset}", f"data.root={root}", *COMMON, *overrides)
@@ -34,8 +43,16 @@ def test_cli_trains_on_each_dataset(cnnlab, dataset):
 
 def test_cli_offline_download_fails_fast_with_one_message(cnnlab):
     # a proxy on a closed port stands in for "no network" whatever the machine's real connectivity
-    result = cnnlab("data=eurosat", f"data.root={cnnlab.cwd / 'data'}", "debug=fast", check=False,
-                    https_proxy="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9", no_proxy="", NO_PROXY="")
+    result = cnnlab(
+        "data=eurosat",
+        f"data.root={cnnlab.cwd / 'data'}",
+        "debug=fast",
+        check=False,
+        https_proxy="http://127.0.0.1:9",
+        HTTPS_PROXY="http://127.0.0.1:9",
+        no_proxy="",
+        NO_PROXY="",
+    )
     assert result.returncode != 0
     assert "EuroSAT could not be downloaded from https://huggingface.co/" in result.stderr
     assert "eurosat/2750/<Class>/<Class>_<n>.jpg" in result.stderr

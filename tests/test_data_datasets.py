@@ -12,6 +12,15 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from fakedata import (
+    CIFAR_CLASSES,
+    EUROSAT_CLASSES,
+    EUROSAT_COUNTS,
+    write_cifar10,
+    write_eurosat,
+    write_fruits360,
+    write_image_folder,
+)
 from PIL import Image
 from torch import nn
 
@@ -20,11 +29,10 @@ from cnnlab.data.cifar10 import CIFAR10DataModule
 from cnnlab.data.errors import DataError
 from cnnlab.data.eurosat import EUROSAT_URL, EuroSATDataModule
 from cnnlab.data.fruits360 import Fruits360DataModule
-from cnnlab.data.images import decode_image
 from cnnlab.data.imagefolder import ImageFolderDataModule
+from cnnlab.data.images import decode_image
 from cnnlab.data.splits import stratified_split
-from fakedata import (CIFAR_CLASSES, EUROSAT_CLASSES, EUROSAT_COUNTS, write_cifar10, write_eurosat, write_fruits360,
-                      write_image_folder)
+
 
 def datamodule(cls, root: Path, **kwargs):
     """A datamodule through Lightning's data lifecycle: prepare_data, then setup."""
@@ -32,7 +40,6 @@ def datamodule(cls, root: Path, **kwargs):
     dm.prepare_data()
     dm.setup()
     return dm
-
 
 
 def per_class(split) -> list[int]:
@@ -111,10 +118,19 @@ class RecordBatches(L.LightningModule):
 
 def test_augmentation_only_on_train(tmp_path):
     root = write_eurosat(tmp_path / "data", per_class=5)
-    dm = datamodule(EuroSATDataModule, root, augment=BatchAugment(hflip=0.5, vflip=0.5, degrees=45), eval_batch_size=100)
+    dm = datamodule(
+        EuroSATDataModule, root, augment=BatchAugment(hflip=0.5, vflip=0.5, degrees=45), eval_batch_size=100
+    )
     model = RecordBatches(10, dm.img_size)
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm, verbose=False)
     for stage in ("val", "test"):
@@ -206,9 +222,13 @@ def test_image_folder_clear_errors(tmp_path, problem):
     if problem == "single_image":
         (root / "c").mkdir()
         Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "c" / "only.png")
-    match = {"missing": "does not exist", "single_class": "at least 2", "empty_class": r"\['c'\].*no image files",
-             "unreadable_class": r"(?s)\['c'\].*no readable image file, only 3 unreadable.*c/0\.jpg",
-             "single_image": r"class 'c' \(1 image\): too few images .* at least 10 images per class"}
+    match = {
+        "missing": "does not exist",
+        "single_class": "at least 2",
+        "empty_class": r"\['c'\].*no image files",
+        "unreadable_class": r"(?s)\['c'\].*no readable image file, only 3 unreadable.*c/0\.jpg",
+        "single_image": r"class 'c' \(1 image\): too few images .* at least 10 images per class",
+    }
     with pytest.raises(DataError, match=match[problem]) as error:
         datamodule(ImageFolderDataModule, root, img_size=16)
     if problem == "single_image":
@@ -235,7 +255,7 @@ def test_expand_augments_copies_of_training_images_only(tmp_path):
     train, n = dm.splits["train"], len(plain.splits["train"])
     assert len(train) == 4 * n and per_class(train) == [4 * c for c in per_class(plain.splits["train"])]
     assert torch.equal(train.images[:n], plain.splits["train"].images)
-    assert torch.equal(train.images[n:2 * n], plain.splits["train"].images.flip(-1))
+    assert torch.equal(train.images[n : 2 * n], plain.splits["train"].images.flip(-1))
     assert train.sources[n].endswith("#copy1")
     for split in ("val", "test"):
         assert dm.splits[split].sources == plain.splits[split].sources
@@ -243,8 +263,14 @@ def test_expand_augments_copies_of_training_images_only(tmp_path):
 
 def test_expand_before_split_puts_copies_of_one_photo_on_both_sides(tmp_path):
     root = write_image_folder(tmp_path / "images")
-    leaking = datamodule(ImageFolderDataModule, root, img_size=16, expand=4, expand_before_split=True,
-                         expand_augment=BatchAugment(hflip=1.0))
+    leaking = datamodule(
+        ImageFolderDataModule,
+        root,
+        img_size=16,
+        expand=4,
+        expand_before_split=True,
+        expand_augment=BatchAugment(hflip=1.0),
+    )
     sizes = {k: len(v) for k, v in leaking.splits.items()}
     assert sum(sizes.values()) == 4 * 30 and sizes["train"] == 96  # 80 % of the 120 expanded images
     photo = lambda source: source.split("#")[0]  # noqa: E731
@@ -252,7 +278,9 @@ def test_expand_before_split_puts_copies_of_one_photo_on_both_sides(tmp_path):
     held_out = {photo(s) for split in ("val", "test") for s in leaking.splits[split].sources}
     assert trained & held_out  # the leak S1's order has
     clean = datamodule(ImageFolderDataModule, root, img_size=16, expand=4, expand_augment=BatchAugment(hflip=1.0))
-    assert not {photo(s) for s in clean.splits["train"].sources} & set(clean.splits["val"].sources + clean.splits["test"].sources)
+    assert not {photo(s) for s in clean.splits["train"].sources} & set(
+        clean.splits["val"].sources + clean.splits["test"].sources
+    )
     # each image keeps its pixels through the split: a copy is its photo flipped, wherever the photo went
     images = {s: image for split in leaking.splits.values() for s, image in zip(split.sources, split.images)}
     copies = [s for s in images if s.endswith("#copy1") and photo(s) in images]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 from fakedata import write_image_folder
+from PIL import Image
 
 from cnnlab.data.augment import BatchAugment
 from cnnlab.data.imagefolder import ImageFolderDataModule

@@ -17,8 +17,18 @@ def test_ddp_sweep_job_on_two_cpu_processes_writes_one_run_dir(cnnlab, cache_dir
     """A one-job multirun: the launcher's re-run of the job must land in that job's dir, not start a sweep.
     Rank zero decodes the cache before the launcher starts rank one, which maps it."""
     root = write_eurosat(cnnlab.cwd / "data")
-    result = cnnlab("-m", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "debug=smoke",
-                    "data=eurosat", f"data.root={root}", "data.img_size=32", "trainer.max_epochs=2", "optim.lr=1e-3")
+    result = cnnlab(
+        "-m",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "debug=smoke",
+        "data=eurosat",
+        f"data.root={root}",
+        "data.img_size=32",
+        "trainer.max_epochs=2",
+        "optim.lr=1e-3",
+    )
     output = result.stdout + result.stderr
     assert "Starting with 2 processes" in output
     assert output.count("decoding 100 images") == 1 and len(list(cache_dir.glob("images-v*/*.npy"))) == 1
@@ -37,7 +47,10 @@ def test_ddp_sweep_job_on_two_cpu_processes_writes_one_run_dir(cnnlab, cache_dir
         rows = [row for row in csv.DictReader(f) if row["epoch"] == "1"]
     # one val row, one train row and one step row (debug=smoke: one batch) for epoch 1: rank 0 alone logs
     assert sorted(next(k for k in ("val/acc", "train/acc", "train/loss_step") if row[k]) for row in rows) == [
-        "train/acc", "train/loss_step", "val/acc"]
+        "train/acc",
+        "train/loss_step",
+        "val/acc",
+    ]
 
 
 def test_torchrun_starts_both_ranks_at_once_and_one_decodes(tmp_path, cache_dir):
@@ -46,10 +59,28 @@ def test_torchrun_starts_both_ranks_at_once_and_one_decodes(tmp_path, cache_dir)
     root = write_eurosat(tmp_path / "data")
     run = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cnnlab.cli",
-         "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "debug=smoke", "test=false", "data=eurosat",
-         f"data.root={root}", "data.img_size=32", f"hydra.run.dir={run}"],
-        cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "cnnlab.cli",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "debug=smoke",
+            "test=false",
+            "data=eurosat",
+            f"data.root={root}",
+            "data.img_size=32",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
@@ -75,8 +106,9 @@ def test_bf16_mixed_precision_and_channels_last_train(cnnlab):
 
 def test_slurm_launcher_preset_composes():
     with initialize_config_module("cnnlab.conf", version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert launcher.gpus_per_node == launcher.tasks_per_node == 1

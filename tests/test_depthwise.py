@@ -15,7 +15,9 @@ from cnnlab.nn.blocks import ConvBlock
 from cnnlab.nn.depthwise import DepthwiseConv2d, depthwise_weight_grad, set_gram_gradient
 
 
-@pytest.mark.parametrize("kernel, stride, size", [(5, 1, 2), (5, 2, 4), (5, 1, 7), (5, 2, 7), (3, 1, 4), (7, 2, 8), (5, 1, 16)])
+@pytest.mark.parametrize(
+    "kernel, stride, size", [(5, 1, 2), (5, 2, 4), (5, 1, 7), (5, 2, 7), (3, 1, 4), (7, 2, 8), (5, 1, 16)]
+)
 def test_weight_grad_matches_torch_in_float64(kernel: int, stride: int, size: int) -> None:
     torch.manual_seed(0)
     images = torch.randn(3, 6, size, size, dtype=torch.float64)
@@ -85,7 +87,9 @@ def test_mobilenetv3_small_trains_to_the_same_gradients_either_way(monkeypatch: 
     images = torch.rand(8, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     labels = torch.arange(8) % 5
     calls = []
-    monkeypatch.setattr(depthwise, "depthwise_weight_grad", lambda *args: calls.append(args) or depthwise_weight_grad(*args))
+    monkeypatch.setattr(
+        depthwise, "depthwise_weight_grad", lambda *args: calls.append(args) or depthwise_weight_grad(*args)
+    )
     grads, gram_calls = {}, {}
     for gram in (True, False):
         set_gram_gradient(model, gram)
@@ -104,14 +108,18 @@ def test_set_gram_gradient_switches_every_depthwise_layer_of_a_network() -> None
     layers = [m for m in model.modules() if isinstance(m, DepthwiseConv2d)]
     assert len(layers) == 11 and all(layer.gram_gradient for layer in layers)  # on by default
     assert set_gram_gradient(model, False) == 11
-    assert not any(layer.gram_gradient or layer.uses_gram_gradient(torch.randn(2, layer.in_channels, 4, 4)) for layer in layers)
+    assert not any(
+        layer.gram_gradient or layer.uses_gram_gradient(torch.randn(2, layer.in_channels, 4, 4)) for layer in layers
+    )
     assert set_gram_gradient(model, True) == 11 and all(layer.gram_gradient for layer in layers)
     assert set_gram_gradient(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), False) == 0  # no depthwise layer: a no-op
 
 
 def test_benchmark_script_prints_every_mobilenetv3_layer_and_marks_the_gram_ones() -> None:
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "depthwise_grad.py"
-    run = subprocess.run([sys.executable, str(script), "--batch-size", "2"], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(script), "--batch-size", "2"], capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr
     rows = [line.split("|")[1:-1] for line in run.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(rows) == 2 * 21  # 21 distinct depthwise layers of MobileNetV3 small and large, two memory formats
@@ -125,7 +133,10 @@ def test_benchmark_script_prints_every_mobilenetv3_layer_and_marks_the_gram_ones
 def test_model_config_switch_reaches_every_depthwise_layer(enabled):
     from cnnlab.training.module import ImageClassifier
 
-    model = {"net": {"_target_": "cnnlab.models.mobilenetv3.MobileNetV3", "mode": "small"}, "depthwise_gram_gradient": enabled}
+    model = {
+        "net": {"_target_": "cnnlab.models.mobilenetv3.MobileNetV3", "mode": "small"},
+        "depthwise_gram_gradient": enabled,
+    }
     module = ImageClassifier(model=model, optimizer={"_target_": "torch.optim.Adam", "_partial_": True}, num_classes=3)
     layers = [m for m in module.net.modules() if isinstance(m, DepthwiseConv2d)]
     assert len(layers) == 11 and all(layer.gram_gradient is enabled for layer in layers)

@@ -45,9 +45,13 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def test_s3_grid_options_set_the_reported_pairs():
-    pairs = {(c.activation.alpha, c.activation.beta) for c in (
-        composed("experiment=s3_resnet50_lrelu_fruits360", f"+grid={p.stem}")
-        for p in (ROOT / "conf" / "grid").glob("s3_lrelu_*.yaml"))}
+    pairs = {
+        (c.activation.alpha, c.activation.beta)
+        for c in (
+            composed("experiment=s3_resnet50_lrelu_fruits360", f"+grid={p.stem}")
+            for p in (ROOT / "conf" / "grid").glob("s3_lrelu_*.yaml")
+        )
+    }
     assert pairs == {(1e-5, 0.99995), (1e-3, 0.95), (0.02, 0.90)}
 
 
@@ -56,8 +60,9 @@ def test_experiment_trains_and_tests(experiment, data_dir, tmp_path):
     """Composed with Hydra's compose API and run by ``train`` in this process (the CLI's path minus the
     process start-up, which the table commands below exercise)."""
     extra = ["model.net.pretrained=false"] if is_pretrained(experiment) else []
-    cfg = composed(f"experiment={experiment}", *SMOKE, *extra,
-                   f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path}")
+    cfg = composed(
+        f"experiment={experiment}", *SMOKE, *extra, f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path}"
+    )
     results = train(cfg)
     assert results["status"] == "completed", results.get("error")
     assert 0.0 <= results["test/acc"] <= 1.0 and results["epochs_run"] == 1
@@ -95,4 +100,3 @@ def test_readme_command_runs_its_jobs(row, data_dir, tmp_path, monkeypatch):
     if "-m" in args:
         (summary,) = (tmp_path / "outputs" / "multirun").glob("*/*/summary.md")
         assert f"Summary of {len(results)} runs" in summary.read_text()
-

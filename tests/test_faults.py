@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli_env, read_results, run_dirs
 
 from cnnlab.training.interrupts import requeued_checkpoint
-from conftest import cli_env, read_results, run_dirs
 
 FAST = ["debug=fast", "callbacks.progress_bar=null"]
 CNNLAB = Path(sys.executable).parent / "cnnlab"  # the console script a user runs
@@ -27,20 +27,39 @@ CNNLAB = Path(sys.executable).parent / "cnnlab"  # the console script a user run
     [
         (["optim.lr=-0.1"], "optim.lr=-0.1 is invalid: expected a learning rate > 0"),
         (["data.batch_size=0"], "data.batch_size=0 is invalid: expected an integer >= 1"),
-        (["data=imagefolder", "data.root=missing", "data.num_folds=5", "data.fold=7"], "data.fold=7 is out of range: expected 0..4"),
+        (
+            ["data=imagefolder", "data.root=missing", "data.num_folds=5", "data.fold=7"],
+            "data.fold=7 is out of range: expected 0..4",
+        ),
         (["freeze=top_k", "freeze.trainable=5000"], "freeze.trainable=5000 is out of range"),
         (["activation=hard_elu", "activation.alpha=abc"], "activation.alpha='abc' has the wrong type: expected float"),
         (["model=cnn_baseline_s4", "data.img_size=8"], "data.img_size=8 is too small for model="),
         (["+model.net.depth=3"], "model.net.depth is not an option of"),
         (["+model.depth=3"], "model.depth is not a model option: the network's own arguments go under model.net"),
         (["trainer.precision=bf32"], "trainer.precision='bf32' is invalid: expected one of auto, "),
-        (["data.augment.padding_mode=mirror"], "data.augment.padding_mode='mirror' is invalid: expected one of zeros, border, reflection"),
+        (
+            ["data.augment.padding_mode=mirror"],
+            "data.augment.padding_mode='mirror' is invalid: expected one of zeros, border, reflection",
+        ),
         (["data.augment.degrees=abc"], "data.augment.degrees='abc' has the wrong type: expected float"),
         (["data.eval_batch_size=abc"], "data.eval_batch_size='abc' has the wrong type: expected int or null"),
         (["seed=-1"], "seed=-1 is invalid: expected an integer in 0..4294967295"),
     ],
-    ids=["lr", "batch_size", "fold", "freeze", "alpha_type", "img_size", "unknown_key", "misplaced_key", "precision", "augment_choice",
-         "augment_type", "datamodule_base_key", "seed"],
+    ids=[
+        "lr",
+        "batch_size",
+        "fold",
+        "freeze",
+        "alpha_type",
+        "img_size",
+        "unknown_key",
+        "misplaced_key",
+        "precision",
+        "augment_choice",
+        "augment_type",
+        "datamodule_base_key",
+        "seed",
+    ],
 )
 def test_config_mistake_stops_before_data_with_one_line(cnnlab, overrides, expected):
     result = cnnlab(*FAST, *overrides, check=False)
@@ -57,17 +76,27 @@ def test_config_mistake_stops_before_data_with_one_line(cnnlab, overrides, expec
 def test_run_dir_that_is_a_file_is_refused_with_one_line(cnnlab):
     (cnnlab.cwd / "notes.txt").write_text("not a directory")
     for override in ("hydra.run.dir=notes.txt", "hydra.run.dir=notes.txt/run"):
-        result = subprocess.run([CNNLAB, *FAST, override], cwd=cnnlab.cwd, env=cli_env(), capture_output=True, text=True)
+        result = subprocess.run(
+            [CNNLAB, *FAST, override], cwd=cnnlab.cwd, env=cli_env(), capture_output=True, text=True
+        )
         assert result.returncode == 1
         assert result.stderr.strip().splitlines() == [
-            f"cnnlab: error: {override} cannot be created: notes.txt is a file, not a directory. Choose another hydra.run.dir=..."
+            f"cnnlab: error: {override} cannot be created: notes.txt is a file, not a directory. "
+            "Choose another hydra.run.dir=..."
         ]
     assert (cnnlab.cwd / "notes.txt").read_text() == "not a directory"
 
 
-def _start(args: list[str], cwd: Path, command: tuple[str, ...] = (sys.executable, "-m", "cnnlab.cli")) -> subprocess.Popen:
+def _start(
+    args: list[str], cwd: Path, command: tuple[str, ...] = (sys.executable, "-m", "cnnlab.cli")
+) -> subprocess.Popen:
     return subprocess.Popen(
-        [*command, *args], cwd=cwd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [*command, *args],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -109,8 +138,13 @@ def _epoch(checkpoint: Path) -> int:
 def test_last_checkpoint_is_the_latest_epoch_and_resumes_after_it(cnnlab):
     """In this tiny MobileNetV3 run val/loss is lowest after the first epoch and rises after: best.ckpt keeps that
     epoch, last.ckpt must be the final one (Lightning's save_last alone would leave it at the best)."""
-    args = [*FAST, "model=mobilenetv3_small", "trainer.max_epochs=3", "trainer.limit_train_batches=3",
-            "hydra.run.dir=outputs/run"]
+    args = [
+        *FAST,
+        "model=mobilenetv3_small",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=3",
+        "hydra.run.dir=outputs/run",
+    ]
     cnnlab(*args)
     run = cnnlab.cwd / "outputs/run"
     losses = _val_losses(run)
@@ -254,8 +288,14 @@ def small_disk(tmp_path: Path):
 
 def test_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_previous(cnnlab, small_disk):
     run = small_disk / "run"
-    result = cnnlab(*FAST, "model=mobilenetv3_small", "trainer.max_epochs=3", "trainer.limit_train_batches=3",
-                    f"hydra.run.dir={run}", check=False)
+    result = cnnlab(
+        *FAST,
+        "model=mobilenetv3_small",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=3",
+        f"hydra.run.dir={run}",
+        check=False,
+    )
     assert result.returncode == 1
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("cnnlab: error: no space left on device while saving checkpoint "), result.stderr[-3000:]

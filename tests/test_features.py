@@ -21,8 +21,13 @@ def reference_hog(image: np.ndarray, orientations: int, pixels_per_cell, cells_p
     """skimage's HOG of one (H, W, C) image: channel-max gradient for C > 1, grayscale for C == 1."""
     rgb = image.shape[2] > 1
     return skimage_hog(
-        image if rgb else image[..., 0], orientations=orientations, pixels_per_cell=pixels_per_cell,
-        cells_per_block=cells_per_block, block_norm="L2-Hys", feature_vector=True, channel_axis=-1 if rgb else None,
+        image if rgb else image[..., 0],
+        orientations=orientations,
+        pixels_per_cell=pixels_per_cell,
+        cells_per_block=cells_per_block,
+        block_norm="L2-Hys",
+        feature_vector=True,
+        channel_axis=-1 if rgb else None,
     )
 
 
@@ -55,7 +60,9 @@ def test_hog_matches_skimage(size, channels, orientations, cell, block, levels, 
     assert features.shape == (3, hog.output_dim((height, width)))
     assert features.dtype == dtype
     for image, feature in zip(images, features):
-        expected = reference_hog(image.astype(np.float64 if dtype == torch.float64 else np.float32), orientations, cell, block)
+        expected = reference_hog(
+            image.astype(np.float64 if dtype == torch.float64 else np.float32), orientations, cell, block
+        )
         assert feature.shape == expected.shape
         np.testing.assert_allclose(feature.numpy(), expected, atol=1e-4, rtol=0)
 

@@ -39,8 +39,9 @@ from cnnlab.training.module import ImageClassifier
 ROOT = Path(__file__).parents[1]
 RECORD = load_record()
 DATASETS = RECORD["datasets"]
-RUNS = {run_id: (name, run)
-        for name, study in RECORD["studies"].items() for run_id, run in resolved_runs(study).items()}
+RUNS = {
+    run_id: (name, run) for name, study in RECORD["studies"].items() for run_id, run in resolved_runs(study).items()
+}
 ENTRIES = [(run_id, entry) for run_id, (_, run) in RUNS.items() for entry in run["settings"]]
 
 
@@ -55,6 +56,7 @@ def composed(overrides: tuple[str, ...]) -> DictConfig:
 
 
 # -- quantities computed from a composed config ---------------------------------------------------------------
+
 
 def dataset(cfg: DictConfig) -> str:
     """The record's dataset name of the config's datamodule (cnnlab.data.<name>.<Class>)."""
@@ -139,8 +141,9 @@ def module(overrides: tuple[str, ...]) -> ImageClassifier:
     if cfg.model.net.get("pretrained"):
         cfg = composed((*overrides, "model.net.pretrained=false"))
     data = RecordedData(cfg)
-    network = json.dumps([plain(cfg.get(key)) for key in ("model", "activation", "freeze")] +
-                         [data.num_classes, data.img_size])
+    network = json.dumps(
+        [plain(cfg.get(key)) for key in ("model", "activation", "freeze")] + [data.num_classes, data.img_size]
+    )
     if network not in BUILT:
         BUILT[network] = build_module(cfg, data)
     return BUILT[network]
@@ -154,15 +157,18 @@ def keras_params(cfg: DictConfig, overrides: tuple[str, ...]) -> int:
     """Keras' "Total params": the parameters plus every BatchNorm's moving mean and variance."""
     net = module(overrides).net
     return num_params(cfg, overrides) + sum(
-        b.numel() for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var")))
+        b.numel() for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var"))
+    )
 
 
 def configured_optimizers(cfg: DictConfig) -> Any:
     """What ImageClassifier.configure_optimizers returns for the run's optimizer and scheduler configs, over
     one stand-in parameter (the network does not change them)."""
     param = torch.zeros(1, requires_grad=True)
-    stand_in = SimpleNamespace(hparams=SimpleNamespace(optimizer=plain(cfg.optim), scheduler=plain(cfg.scheduler)),
-                               trainable_parameters=lambda: [param])
+    stand_in = SimpleNamespace(
+        hparams=SimpleNamespace(optimizer=plain(cfg.optim), scheduler=plain(cfg.scheduler)),
+        trainable_parameters=lambda: [param],
+    )
     return ImageClassifier.configure_optimizers(stand_in)
 
 
@@ -178,9 +184,17 @@ def scheduler(cfg: DictConfig, overrides: tuple[str, ...]) -> dict | None:
         return None
     plan = configured["lr_scheduler"]
     sched = plan["scheduler"]
-    return {"class": type(sched).__name__, "monitor": plan["monitor"], "mode": sched.mode, "factor": sched.factor,
-            "patience": sched.patience, "min_lr": sched.min_lrs[0], "threshold": sched.threshold,
-            "threshold_mode": sched.threshold_mode, "cooldown": sched.cooldown}
+    return {
+        "class": type(sched).__name__,
+        "monitor": plan["monitor"],
+        "mode": sched.mode,
+        "factor": sched.factor,
+        "patience": sched.patience,
+        "min_lr": sched.min_lrs[0],
+        "threshold": sched.threshold,
+        "threshold_mode": sched.threshold_mode,
+        "cooldown": sched.cooldown,
+    }
 
 
 def normalization(cfg: DictConfig, overrides: tuple[str, ...]) -> dict | None:
@@ -246,8 +260,11 @@ def same(actual: Any, expected: Any) -> bool:
 def differences(name: str, actual: Any, expected: Any) -> list[str]:
     """What differs, key by key for a dict (an optimizer's or scheduler's settings)."""
     if isinstance(expected, dict) and isinstance(actual, dict):
-        return [f"{name}.{k} is {actual.get(k)!r}, the record says {v!r}" for k, v in expected.items()
-                if not same(actual.get(k), v)]
+        return [
+            f"{name}.{k} is {actual.get(k)!r}, the record says {v!r}"
+            for k, v in expected.items()
+            if not same(actual.get(k), v)
+        ]
     return [] if same(actual, expected) else [f"{name} is {actual!r}, the record says {expected!r}"]
 
 
@@ -281,8 +298,11 @@ def test_trainable_base_parameters_are_asserted_by_test_freeze():
     test_freeze.py's test through the same overrides, which builds the base and counts Keras' layers."""
     (mark,) = [m for m in freeze_test.pytestmark if m.name == "parametrize"]
     cases = {(tuple(overrides), expected) for overrides, expected in mark.args[1]}
-    recorded = {(tuple(RUNS[entry["origin"]][1]["compose"]), entry["computed"]["trainable_params_base"])
-                for _, entry in ENTRIES if "trainable_params_base" in (entry.get("computed") or {})}
+    recorded = {
+        (tuple(RUNS[entry["origin"]][1]["compose"]), entry["computed"]["trainable_params_base"])
+        for _, entry in ENTRIES
+        if "trainable_params_base" in (entry.get("computed") or {})
+    }
     assert {count for _, count in recorded} >= {0, 732_480, 1_206_080, 2_223_872, 4_096, 1_956_880}
     assert sorted(recorded - cases) == []
 
@@ -305,20 +325,26 @@ def test_record_is_well_formed():
         runs = resolved_runs(study)
         for run_id, run in study["runs"].items():
             inherited = {e["setting"] for e in runs[run["inherits"]]["settings"]} if run.get("inherits") else set()
-            problems += [f"{run_id}: drops {name!r}, which it does not inherit" for name in run.get("drop", [])
-                         if name not in inherited]
+            problems += [
+                f"{run_id}: drops {name!r}, which it does not inherit"
+                for name in run.get("drop", [])
+                if name not in inherited
+            ]
     assert problems == []
 
 
 def test_every_experiment_grid_and_search_file_has_a_record():
     composed_files = {o for _, run in RUNS.values() for o in run["compose"]}
-    files = [f"{prefix}{path.stem}" for group, prefix in (("experiment", "experiment="), ("grid", "+grid="),
-                                                          ("hparams_search", "hparams_search="))
-             for path in sorted((ROOT / "conf" / group).glob("*.yaml"))]
+    files = [
+        f"{prefix}{path.stem}"
+        for group, prefix in (("experiment", "experiment="), ("grid", "+grid="), ("hparams_search", "hparams_search="))
+        for path in sorted((ROOT / "conf" / group).glob("*.yaml"))
+    ]
     assert [f for f in files if f not in composed_files] == []
 
 
 # -- README ---------------------------------------------------------------------------------------------------
+
 
 def readme() -> str:
     return (ROOT / "README.md").read_text()
@@ -353,8 +379,9 @@ def test_readme_row_runs_the_recorded_experiments_and_shows_the_reported_numbers
     assert overrides["experiment"].split(",") == row["experiments"], f"{row_id}: the command runs other experiments"
     for key, values in (row.get("sweep") or {}).items():
         assert key in overrides, f"{row_id}: the command does not set {key}"
-        assert [as_number(v) for v in overrides[key].split(",")] == [as_number(str(v)) for v in values], \
+        assert [as_number(v) for v in overrides[key].split(",")] == [as_number(str(v)) for v in values], (
             f"{row_id}: {key}={overrides[key]}, the record says {values}"
+        )
     reported = next(v for k, v in cells.items() if k.startswith("reported"))
     assert [n for n in row["reported"] if n not in reported] == [], f"{row_id}: README's reported cell lacks them"
 
@@ -363,17 +390,21 @@ def test_readme_fidelity_section_is_the_generated_one():
     text = readme()
     assert BEGIN in text and END in text, (
         "README.md has no fidelity section: paste /work/notes/fidelity-readme.md, or add the lines\n"
-        f"{BEGIN}\n{END}\nand run `python tests/reference/fidelity_tables.py --write README.md`")
+        f"{BEGIN}\n{END}\nand run `python tests/reference/fidelity_tables.py --write README.md`"
+    )
     current = BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
     assert current == section(RECORD), (
         "README's fidelity section differs from tests/reference/studies.yaml: run "
-        "`python tests/reference/fidelity_tables.py --write README.md`")
+        "`python tests/reference/fidelity_tables.py --write README.md`"
+    )
 
 
 # -- framework semantics the record translates ----------------------------------------------------------------
 
-def keras_plateau_lrs(losses: list[float], lr: float, factor: float, patience: int, min_lr: float,
-                      min_delta: float = 1e-4) -> list[float]:
+
+def keras_plateau_lrs(
+    losses: list[float], lr: float, factor: float, patience: int, min_lr: float, min_delta: float = 1e-4
+) -> list[float]:
     """The learning rate after each epoch under Keras' ReduceLROnPlateau (mode min, cooldown 0;
     keras/src/callbacks/reduce_lr_on_plateau.py, monitor_callback.py): an epoch improves when it beats the best
     by min_delta (absolute); the LR is cut once `patience` epochs in a row have not."""
@@ -396,8 +427,11 @@ def plateau_losses(seed: int, epochs: int = 60) -> list[float]:
     return (0.8 + np.cumsum(steps)).tolist()
 
 
-S2_PLATEAU_RUNS = [("experiment=s2_resnet18_tuned_cifar10",), ("experiment=s2_mobilenet_tuned_cifar10",),
-                   ("experiment=s2_alexnet_cifar10", "hparams_search=s2_alexnet_hyperband")]
+S2_PLATEAU_RUNS = [
+    ("experiment=s2_resnet18_tuned_cifar10",),
+    ("experiment=s2_mobilenet_tuned_cifar10",),
+    ("experiment=s2_alexnet_cifar10", "hparams_search=s2_alexnet_hyperband"),
+]
 
 
 @pytest.mark.parametrize("overrides", S2_PLATEAU_RUNS, ids=lambda o: " ".join(o))

@@ -31,8 +31,12 @@ from cnnlab.training.module import ImageClassifier
 BASELINE = {"_target_": "cnnlab.models.cifar_cnns.CNNBaselineS2"}
 TINY_RESNET = {"_target_": "cnnlab.models.pretrained.TimmClassifier", "name": "test_resnet", "pretrained": False}
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
-LAST_BLOCK = ["backbone.layer4.0.conv2", "backbone.layer4.0.bn2", "backbone.layer4.0.downsample.1",
-              "backbone.layer4.0.downsample.2"]  # the last 4 layers of timm's test_resnet, in order
+LAST_BLOCK = [
+    "backbone.layer4.0.conv2",
+    "backbone.layer4.0.bn2",
+    "backbone.layer4.0.downsample.1",
+    "backbone.layer4.0.downsample.2",
+]  # the last 4 layers of timm's test_resnet, in order
 
 
 def trainable(net: nn.Module) -> set[str]:
@@ -68,7 +72,8 @@ def test_top_k_on_a_timm_resnet_keeps_frozen_batchnorm_in_eval():
     assert trainable(net) == params_of("head.0", *LAST_BLOCK[2:]) - {"backbone.layer4.0.downsample.1.bias"}
     TopK(4).apply(net)
     assert trainable(net) == without_bias(
-        params_of("head.0", *LAST_BLOCK), "backbone.layer4.0.conv2", "backbone.layer4.0.downsample.1")
+        params_of("head.0", *LAST_BLOCK), "backbone.layer4.0.conv2", "backbone.layer4.0.downsample.1"
+    )
     modules = dict(net.named_modules())
     assert modules["backbone.layer4.0.bn2"].training and not modules["backbone.layer4.0.bn1"].training
     TopK("all").apply(net)
@@ -93,13 +98,25 @@ def classifier(freeze: dict, model: dict = TINY_RESNET) -> ImageClassifier:
     return ImageClassifier(model=model, optimizer=ADAM, num_classes=3, in_chans=3, img_size=16, freeze=freeze)
 
 
-def fit(module: ImageClassifier, max_epochs: int, callbacks: list[Callback], ckpt_path: str | None = None,
-        validate: bool = False) -> None:
+def fit(
+    module: ImageClassifier,
+    max_epochs: int,
+    callbacks: list[Callback],
+    ckpt_path: str | None = None,
+    validate: bool = False,
+) -> None:
     """Fit on 8 random images; with ``validate``, a sanity check and a validation run after every epoch."""
     trainer = L.Trainer(
-        max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=1 if validate else 0, num_sanity_val_steps=1 if validate else 0,
-        callbacks=callbacks, enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1 if validate else 0,
+        num_sanity_val_steps=1 if validate else 0,
+        callbacks=callbacks,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
     )
     trainer.fit(module, train_dataloaders=data(), val_dataloaders=data() if validate else None, ckpt_path=ckpt_path)
 
@@ -112,7 +129,11 @@ def test_frozen_weights_and_batchnorm_statistics_do_not_change():
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     trainable_layers = ("head.", "backbone.layer4.0.downsample.")
     assert changed and all(k.startswith(trainable_layers) for k in changed), changed
-    assert {"head.0.weight", "backbone.layer4.0.downsample.1.weight", "backbone.layer4.0.downsample.2.running_mean"} <= changed
+    assert {
+        "head.0.weight",
+        "backbone.layer4.0.downsample.1.weight",
+        "backbone.layer4.0.downsample.2.running_mean",
+    } <= changed
 
 
 class Recorder(Callback):
@@ -129,7 +150,9 @@ class Recorder(Callback):
 
 TWO_STAGE = {"_target_": "cnnlab.training.freeze.TwoStage", "unfreeze_epoch": 1, "trainable": 4, "lr": 1e-5}
 HEAD = params_of("head.0")
-AFTER_SWITCH = without_bias(params_of("head.0", *LAST_BLOCK), "backbone.layer4.0.conv2", "backbone.layer4.0.downsample.1")
+AFTER_SWITCH = without_bias(
+    params_of("head.0", *LAST_BLOCK), "backbone.layer4.0.conv2", "backbone.layer4.0.downsample.1"
+)
 
 
 def test_two_stage_switches_at_the_epoch_with_the_new_lr_and_resumes(tmp_path: Path):
@@ -166,8 +189,10 @@ def keras_reference(file: str) -> list[tuple[str, int]]:
     rows = json.loads((REFERENCE / f"{file}.json").read_text())["layers"]
     biases = sum(weights.get("bias", 0) for _, cls, weights in rows if cls == "Conv2D") if file == "resnet50" else 0
     assert biases == (RESNET50_CONV_BIASES if file == "resnet50" else 0)
-    return [(name, sum(size for weight, size in weights.items() if not (biases and cls == "Conv2D" and weight == "bias")))
-            for name, cls, weights in rows]
+    return [
+        (name, sum(size for weight, size in weights.items() if not (biases and cls == "Conv2D" and weight == "bias")))
+        for name, cls, weights in rows
+    ]
 
 
 def twin(file: str) -> TimmClassifier:
@@ -185,8 +210,10 @@ def test_keras_layer_list_is_the_keras_models_own(file):
     backbone = twin(file).backbone
     layers, reference = keras_layers(backbone), keras_reference(file)
     assert [layer.name for layer in layers] == [name for name, _ in reference]
-    sizes = [sum(p.numel() for m in layer.modules for p in backbone.get_submodule(m).parameters(recurse=False))
-             for layer in layers]
+    sizes = [
+        sum(p.numel() for m in layer.modules for p in backbone.get_submodule(m).parameters(recurse=False))
+        for layer in layers
+    ]
     assert sizes == [size for _, size in reference]
     owners = sorted(m for layer in layers for m in layer.modules)
     assert owners == sorted(name for name, module in backbone.named_modules() if owns_parameters(module))
@@ -199,7 +226,7 @@ def test_top_k_trains_what_keras_trains_for_every_n(file):
     for n in [*range(len(reference) + 1), "all"]:
         TopK(n).apply(net)  # layers=auto: Keras layers for a backbone with a Keras twin
         count = len(reference) if n == "all" else n
-        expected = sum(size for _, size in reference[len(reference) - count:]) if count else 0
+        expected = sum(size for _, size in reference[len(reference) - count :]) if count else 0
         assert trainable_base_params(net) == expected, n
         assert sum(p.numel() for p in net.parameters() if p.requires_grad) == expected + head, n
 
@@ -248,26 +275,37 @@ def test_s3_trains_one_batchnorm_of_the_base():
     assert [name for name, training in norms.items() if training] == ["backbone.layer4.2.bn3"]
 
 
-@pytest.mark.parametrize("net", [TimmClassifier(3, name="test_resnet", pretrained=False), CNNBaselineS2(10, img_size=32)],
-                         ids=["timm_without_keras_twin", "cnnlab_cnn"])
+@pytest.mark.parametrize(
+    "net",
+    [TimmClassifier(3, name="test_resnet", pretrained=False), CNNBaselineS2(10, img_size=32)],
+    ids=["timm_without_keras_twin", "cnnlab_cnn"],
+)
 @pytest.mark.parametrize("policy", [TopK(3, layers="keras"), TwoStage(trainable=3, layers="keras")])
 def test_keras_count_without_a_keras_twin_is_a_clear_error(net, policy):
-    with pytest.raises(ValueError, match=r"^freeze.layers=keras needs a backbone with a Keras twin; .*mobilenetv2_100 "
-                                         r"\(MobileNetV2\).*: use freeze.layers=modules"):
+    with pytest.raises(
+        ValueError,
+        match=r"^freeze.layers=keras needs a backbone with a Keras twin; .*mobilenetv2_100 "
+        r"\(MobileNetV2\).*: use freeze.layers=modules",
+    ):
         policy.apply(net)
 
 
 def test_too_many_keras_layers_says_how_many_the_backbone_has():
-    with pytest.raises(ValueError, match=r"freeze.trainable=155 is out of range: this model's backbone has 154 Keras "
-                                         r"layers \(entries of Keras MobileNetV2's base_model.layers.*use 0\.\.154 or 'all'"):
+    with pytest.raises(
+        ValueError,
+        match=r"freeze.trainable=155 is out of range: this model's backbone has 154 Keras "
+        r"layers \(entries of Keras MobileNetV2's base_model.layers.*use 0\.\.154 or 'all'",
+    ):
         TwoStage(trainable=155).apply(TimmClassifier(3, name="mobilenetv2_100", pretrained=False))
 
 
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["experiment=s3_resnet50_transfer_fruits360", "freeze.trainable=176"],
-         "freeze.trainable=176 is out of range: this model's backbone has 175 Keras layers"),
+        (
+            ["experiment=s3_resnet50_transfer_fruits360", "freeze.trainable=176"],
+            "freeze.trainable=176 is out of range: this model's backbone has 175 Keras layers",
+        ),
         (["freeze=top_k", "freeze.layers=keras"], "freeze.layers=keras needs a backbone with a Keras twin"),
     ],
     ids=["out_of_range", "no_keras_twin"],
@@ -297,7 +335,8 @@ class ModeRecorder(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if batch_idx == 0:
             self.epochs[trainer.current_epoch] = {
-                name for name, m in pl_module.net.named_modules() if isinstance(m, _BatchNorm) and m.training}
+                name for name, m in pl_module.net.named_modules() if isinstance(m, _BatchNorm) and m.training
+            }
 
 
 def module_of(key: str) -> str:
@@ -308,7 +347,12 @@ def module_of(key: str) -> str:
 def test_batchnorm_modes_hold_through_lightning_training(base_inference):
     """Frozen BatchNorm never updates its statistics, also in the epoch after validation (where Lightning restores
     modes); a trainable one trains gamma/beta and updates its statistics, unless ``base_inference``."""
-    freeze = {"_target_": "cnnlab.training.freeze.TopK", "trainable": 10, "layers": "keras", "base_inference": base_inference}
+    freeze = {
+        "_target_": "cnnlab.training.freeze.TopK",
+        "trainable": 10,
+        "layers": "keras",
+        "base_inference": base_inference,
+    }
     module, recorder = classifier(freeze, MOBILENETV2), ModeRecorder()
     before = {k: v.clone() for k, v in module.net.state_dict().items()}
     fit(module, 2, [recorder], validate=True)
@@ -323,8 +367,15 @@ def test_batchnorm_modes_hold_through_lightning_training(base_inference):
 def test_two_stage_run_records_its_last_stage_base_parameters(cnnlab, tmp_path):
     """S4 through the CLI, switching after one epoch: results.json has stage 2's trainable base parameters."""
     data_dir = write_cifar10(tmp_path / "data", per_batch=10, test=10)
-    cnnlab("experiment=s4_efficientnetv2_two_stage", "debug=smoke", "model.net.pretrained=false", "freeze.unfreeze_epoch=1",
-           "trainer.max_epochs=2", "test=false", f"paths.data_dir={data_dir}")
+    cnnlab(
+        "experiment=s4_efficientnetv2_two_stage",
+        "debug=smoke",
+        "model.net.pretrained=false",
+        "freeze.unfreeze_epoch=1",
+        "trainer.max_epochs=2",
+        "test=false",
+        f"paths.data_dir={data_dir}",
+    )
     (run,) = run_dirs(cnnlab.cwd)
     results = read_results(run)
     assert (results["status"], results["epochs_run"]) == ("completed", 2)

@@ -13,10 +13,10 @@ from test_models_zoo import build
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from cnnlab.inference import load_classifier
 from cnnlab.models.pretrained import TimmClassifier
 from cnnlab.nn.depthwise import DepthwiseConv2d
 from cnnlab.nn.init import keras_defaults, keras_fans
-from cnnlab.inference import load_classifier
 
 # layer -> Keras' compute_fans of the equivalent Keras layer's kernel, and the variance of the kernel Keras drew
 KERAS_LAYERS = {
@@ -29,8 +29,11 @@ KERAS_LAYERS = {
 # keras.applications.MobileNet(input_shape=(32, 32, 3), weights=None, classes=10): fans of every kernel in order
 # (stem, then depthwise and pointwise of each of the 13 blocks, then the 1x1 classifier conv)
 _DEPTHWISE = [(288, 9), (576, 9), (1152, 9), (1152, 9), (2304, 9), (2304, 9)] + [(4608, 9)] * 6 + [(9216, 9)]
-_POINTWISE = [(32, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 512)] + [(512, 512)] * 5 + [
-    (512, 1024), (1024, 1024)]
+_POINTWISE = (
+    [(32, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 512)]
+    + [(512, 512)] * 5
+    + [(512, 1024), (1024, 1024)]
+)
 KERAS_MOBILENET_FANS = [(27, 288), *(f for pair in zip(_DEPTHWISE, _POINTWISE) for f in pair), (1024, 10)]
 # S4's baseline as a Keras Sequential (Conv2D 32, 64, 128 valid; Flatten; Dense 128; Dense 10): 356,810 parameters
 KERAS_S4_BASELINE_FANS = [(27, 288), (288, 576), (576, 1152), (2048, 128), (128, 10)]
@@ -62,9 +65,13 @@ def test_depthwise_multiplier_fans_differ_from_torch_xavier():
     assert layer.weight.abs().max() > 1.2 * math.sqrt(6 / (25 + 800))
 
 
-@pytest.mark.parametrize(("model", "expected"), [
-    ("mobilenet_v1", KERAS_MOBILENET_FANS), ("cnn_baseline_s4", KERAS_S4_BASELINE_FANS),
-])
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("mobilenet_v1", KERAS_MOBILENET_FANS),
+        ("cnn_baseline_s4", KERAS_S4_BASELINE_FANS),
+    ],
+)
 def test_models_get_the_fans_keras_gives_the_same_model(model, expected):
     net = keras_defaults(build(model))
     assert [keras_fans(layer) for layer in kernels(net)] == expected
@@ -96,8 +103,15 @@ def test_a_timm_backbone_keeps_its_weights_and_only_the_new_head_changes():
     assert out.weight.abs().max() <= math.sqrt(6 / (64 + 10))
 
 
-KERAS_FROM_SCRATCH = ["s2_cnn_cifar10", "s2_alexnet_cifar10", "s2_resnet18_tuned_cifar10", "s2_mobilenet_tuned_cifar10",
-                      "s4_cnn_baseline_cifar10", "s4_cnn_improved_cifar10", "s4_cnn_residual_cifar10"]
+KERAS_FROM_SCRATCH = [
+    "s2_cnn_cifar10",
+    "s2_alexnet_cifar10",
+    "s2_resnet18_tuned_cifar10",
+    "s2_mobilenet_tuned_cifar10",
+    "s4_cnn_baseline_cifar10",
+    "s4_cnn_improved_cifar10",
+    "s4_cnn_residual_cifar10",
+]
 
 
 @pytest.mark.parametrize("experiment", KERAS_FROM_SCRATCH)
@@ -122,7 +136,9 @@ def test_trained_checkpoint_reloads_with_keras_batchnorm(cnnlab):
     assert len(norms) == 6 and {(m.momentum, m.eps) for m in norms} == {(0.01, 1e-3)}
 
 
-@pytest.mark.parametrize(("builder", "keras_momentum"), [("mobilenetv2", 0.999), ("resnet50_pretrained", 0.99), ("efficientnetv2_b0", 0.9)])
+@pytest.mark.parametrize(
+    ("builder", "keras_momentum"), [("mobilenetv2", 0.999), ("resnet50_pretrained", 0.99), ("efficientnetv2_b0", 0.9)]
+)
 def test_a_pretrained_base_keeps_its_weights_and_takes_its_keras_models_batchnorm_momentum(builder, keras_momentum):
     import cnnlab.models.pretrained as pretrained
     from cnnlab.models.keras_layers import apply_keras_defaults

@@ -1,6 +1,7 @@
 """The package's layering: each layer imports only from the layers below it, and no modules import each other.
 
-Layers, bottom up: the shared basics (``cnnlab.errors``, ``cnnlab.environment``, ``cnnlab.untrusted``, ``cnnlab.extras``, ``cnnlab.console``); ``nn``
+Layers, bottom up: the shared basics (``cnnlab.errors``, ``cnnlab.environment``, ``cnnlab.untrusted``,
+``cnnlab.extras``, ``cnnlab.console``); ``nn``
 (activations, blocks, feature extractors); ``models`` (networks built from ``nn``); ``data`` (datasets, caches,
 augmentation: no models); ``training`` (the LightningModule and what it trains with); ``inference`` (a trained
 model loaded and run); ``evaluation`` (metrics, plots, reports of predictions); and the commands at the top
@@ -40,7 +41,9 @@ def cnnlab_imports(path: Path) -> set[str]:
             imported.update(alias.name for alias in node.names if alias.name.startswith("cnnlab"))
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("cnnlab"):
             imported.add(node.module)  # `from cnnlab.evaluation import plots` imports a module too:
-            imported.update(f"{node.module}.{alias.name}" for alias in node.names)  # names that are none are dropped below
+            imported.update(
+                f"{node.module}.{alias.name}" for alias in node.names
+            )  # names that are none are dropped below
     return imported
 
 
@@ -59,9 +62,7 @@ def layer(module: str) -> str:
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if layer(m) in ALLOWED))
 def test_subpackages_import_only_from_layers_below(module):
     own = layer(module)
-    wrong = sorted(
-        name for name in MODULES[module] if layer(name) not in ALLOWED[own] | {own, "basics"}
-    )
+    wrong = sorted(name for name in MODULES[module] if layer(name) not in ALLOWED[own] | {own, "basics"})
     assert not wrong, f"{module} ({own}) imports {wrong}; allowed: {sorted(ALLOWED[own])} and the basics"
 
 
@@ -80,7 +81,7 @@ def test_no_modules_import_each_other():
         state[node] = "open"
         for target in sorted(graph[node]):
             if state.get(target) == "open":
-                cycles.append(stack[stack.index(target):] + [target])
+                cycles.append(stack[stack.index(target) :] + [target])
             elif target not in state:
                 visit(target, stack + [target])
         state[node] = "done"

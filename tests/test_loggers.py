@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import logged_out_env, run_console_script, run_dirs
 
 EPOCHS = ["debug=fast", "trainer.max_epochs=2"]

@@ -12,15 +12,20 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import cnnlab.conf
-from cnnlab.models.resnet import ResNet50
 from cnnlab.models.complexity import count_macs
+from cnnlab.models.resnet import ResNet50
 from cnnlab.training.module import build_network
 
 CONF_MODEL = Path(cnnlab.conf.__path__[0]) / "model"
 # model -> the nonlinearity `activation=` replaces (every one of them)
 SWAPPED = {
-    "cnn_baseline_s2": nn.ReLU, "cnn_baseline_s4": nn.ReLU, "cnn_improved_s4": nn.ReLU,
-    "cnn_residual_s4": nn.ReLU, "alexnet_cifar": nn.ReLU, "resnet18_s2": nn.ReLU, "resnet50": nn.ReLU,
+    "cnn_baseline_s2": nn.ReLU,
+    "cnn_baseline_s4": nn.ReLU,
+    "cnn_improved_s4": nn.ReLU,
+    "cnn_residual_s4": nn.ReLU,
+    "alexnet_cifar": nn.ReLU,
+    "resnet18_s2": nn.ReLU,
+    "resnet50": nn.ReLU,
     "mobilenet_v1": nn.ReLU6,
 }
 GELU = {"_target_": "cnnlab.nn.activations.GELU", "_partial_": True}
@@ -42,7 +47,9 @@ def num_params(net: nn.Module) -> int:
 
 def keras_param_count(net: nn.Module) -> int:
     """What Keras' model.summary() calls total parameters: ours plus BN moving mean and variance."""
-    return num_params(net) + sum(b.numel() for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var")))
+    return num_params(net) + sum(
+        b.numel() for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var"))
+    )
 
 
 def test_every_model_yaml_names_its_builder_under_net():
@@ -93,7 +100,12 @@ def test_cnn_baseline_s4_matches_table_1():
     net = build("cnn_baseline_s4")
     assert num_params(net) == 356_810
     assert [m.weight.numel() + m.bias.numel() for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))] == [
-        896, 18_496, 73_856, 262_272, 1_290]
+        896,
+        18_496,
+        73_856,
+        262_272,
+        1_290,
+    ]
 
 
 def test_cnn_residual_s4_matches_s4_keras_count():

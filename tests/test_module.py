@@ -27,8 +27,15 @@ def classifier() -> ImageClassifier:
 
 def trainer(max_epochs: int, callbacks: list[Callback] = (), **options) -> L.Trainer:
     return L.Trainer(
-        max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0, callbacks=list(callbacks),
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        callbacks=list(callbacks),
         **options,
     )
 
@@ -75,6 +82,7 @@ def test_each_step_applies_the_gradient_of_its_own_batch_alone():
     for name, p in fresh.named_parameters():
         assert torch.allclose(second.grads[name], p.grad, atol=1e-6), name
 
+
 def test_epoch_metrics_are_the_per_image_loss_and_accuracy_of_the_epoch():
     module, train, val = classifier(), loader(12, 5), loader(10, 4)  # uneven last batches
     run = trainer(1)
@@ -107,7 +115,11 @@ def test_a_checkpoint_with_the_old_forward_net_copy_still_loads(tmp_path):
     module = classifier()
     state = module.state_dict()
     old_style = {**state, **{k.replace("net.", "forward_net.", 1): v for k, v in state.items() if k.startswith("net.")}}
-    hparams = {**module.hparams, "class_names": ["a", "b", "c"], "preprocessing": {"img_size": 16, "in_chans": 3, "mean": None, "std": None}}
+    hparams = {
+        **module.hparams,
+        "class_names": ["a", "b", "c"],
+        "preprocessing": {"img_size": 16, "in_chans": 3, "mean": None, "std": None},
+    }
     path = tmp_path / "old.ckpt"
     torch.save({"state_dict": old_style, "hyper_parameters": hparams, "pytorch-lightning_version": L.__version__}, path)
     for loaded in (ImageClassifier.load_from_checkpoint(path, map_location="cpu"), load_classifier(path)):
@@ -117,7 +129,9 @@ def test_a_checkpoint_with_the_old_forward_net_copy_still_loads(tmp_path):
 
 def test_compile_true_compiles_in_place_and_trains():
     torch.manual_seed(0)
-    module = ImageClassifier(model={"net": MODEL, "compile": True}, optimizer=FUSED_ADAM, num_classes=3, in_chans=3, img_size=16)
+    module = ImageClassifier(
+        model={"net": MODEL, "compile": True}, optimizer=FUSED_ADAM, num_classes=3, in_chans=3, img_size=16
+    )
     before = {k: v.clone() for k, v in module.state_dict().items()}
     trainer(1).fit(module, loader(8, 4))
     after = module.state_dict()

@@ -40,7 +40,9 @@ def test_keras_sgd_and_rmsprop_take_keras_steps(option):
 
 
 def test_keras_rmsprop_momentum_is_keras_momentum():
-    torch.testing.assert_close(trajectory("keras_rmsprop", "optim.momentum=0.9"), torch.tensor(KERAS_RMSPROP_MOMENTUM_09))
+    torch.testing.assert_close(
+        trajectory("keras_rmsprop", "optim.momentum=0.9"), torch.tensor(KERAS_RMSPROP_MOMENTUM_09)
+    )
 
 
 def test_keras_adam_takes_keras_steps_where_gradients_dwarf_epsilon():

@@ -6,12 +6,12 @@ import platform
 
 import pytest
 import torch
+from conftest import read_results, run_dirs
 from hydra import compose, initialize_config_module
 
 from cnnlab.training import precision
 from cnnlab.training.allocator import huge_pages_requested
 from cnnlab.training.precision import choose_precision, cpu_supports_bf16, run_precision
-from conftest import read_results, run_dirs
 
 
 def test_an_explicit_precision_is_kept():

@@ -88,16 +88,22 @@ def make_input_dependent(net: nn.Module, inputs: torch.Tensor) -> None:
 
 def test_predict_cli_writes_csv_and_lists_unreadable_files(checkpoint, images, tmp_path):
     out = tmp_path / "out"
-    stdout = run("cnnlab.predict", [f"ckpt_path={checkpoint}", f"inputs={images}", f"output_dir={out}", "batch_size=4"], tmp_path)
+    stdout = run(
+        "cnnlab.predict", [f"ckpt_path={checkpoint}", f"inputs={images}", f"output_dir={out}", "batch_size=4"], tmp_path
+    )
 
     class_names = torch.load(checkpoint, weights_only=True)["hyper_parameters"]["class_names"]
     rows = list(csv.DictReader((out / "predictions.csv").open()))
-    expected = {str(images / f"digit{i}.png") for i in range(6)} | {str(images / "nested" / f"digit{i}.jpg") for i in range(6)}
+    expected = {str(images / f"digit{i}.png") for i in range(6)} | {
+        str(images / "nested" / f"digit{i}.jpg") for i in range(6)
+    }
     assert {row["path"] for row in rows} == expected
     for row in rows:
         top = json.loads(row["top_k"])
         assert len(top) == 3 and set(top) <= set(class_names)
-        assert list(top)[0] == row["prediction"] and top[row["prediction"]] == pytest.approx(float(row["confidence"]), abs=1e-6)
+        assert list(top)[0] == row["prediction"] and top[row["prediction"]] == pytest.approx(
+            float(row["confidence"]), abs=1e-6
+        )
         assert list(top.values()) == sorted(top.values(), reverse=True)
         assert 0.0 <= float(row["confidence"]) <= 1.0
     assert "corrupt.png" in stdout and "12 predictions" in stdout
@@ -112,11 +118,18 @@ def test_predictions_equal_the_module_forward_on_the_same_images(checkpoint, ima
     predictions = predict_files(module, paths, batch_size=5)
 
     # reference: decode each file independently (PIL RGB, bilinear resize to img_size, /255)
-    arrays = [np.asarray(Image.open(p).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)) for p in predictions.sources]
+    arrays = [
+        np.asarray(Image.open(p).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR))
+        for p in predictions.sources
+    ]
     batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         expected = module(batch).softmax(1)
-    assert not not_found and len(predictions.sources) == 12 and list(predictions.unreadable) == [str(images / "corrupt.png")]
+    assert (
+        not not_found
+        and len(predictions.sources) == 12
+        and list(predictions.unreadable) == [str(images / "corrupt.png")]
+    )
     assert expected.std(0).max() > 1e-3  # the comparison is not between constant outputs
     # equal up to float32 noise from batching 5 at a time instead of all 12
     torch.testing.assert_close(torch.from_numpy(predictions.probs), expected, rtol=0, atol=1e-4)
@@ -125,7 +138,9 @@ def test_predictions_equal_the_module_forward_on_the_same_images(checkpoint, ima
 
 def test_export_cli_onnx_verifies_times_and_carries_metadata(checkpoint, tmp_path):
     out = tmp_path / "out"
-    stdout = run("cnnlab.export", [f"ckpt_path={checkpoint}", "format=onnx", f"output_dir={out}", "latency_runs=5"], tmp_path)
+    stdout = run(
+        "cnnlab.export", [f"ckpt_path={checkpoint}", "format=onnx", f"output_dir={out}", "latency_runs=5"], tmp_path
+    )
 
     assert float(re.search(r"max abs logit difference vs PyTorch (\S+)", stdout).group(1)) < 1e-4
     assert float(re.search(r"batch-1 CPU latency: (\S+) ms", stdout).group(1)) > 0
@@ -213,15 +228,25 @@ def test_predict_skips_missing_inputs_and_urls_and_fails_only_when_nothing_was_p
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
     url, missing, image = "https://example.com/cat.png", tmp_path / "missing.png", images / "digit0.png"
     out = tmp_path / "out"
-    result = subprocess.run([str(script), f"ckpt_path={checkpoint}", f"inputs=[{missing},{url},{image}]", f"output_dir={out}"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(script), f"ckpt_path={checkpoint}", f"inputs=[{missing},{url},{image}]", f"output_dir={out}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert [row["path"] for row in csv.DictReader((out / "predictions.csv").open())] == [str(image)]
     listed = dict(line.split("\t") for line in (out / "unreadable.txt").read_text().splitlines())
     assert listed == {str(missing): "no such file or folder", url: listed[url]} and "does not download" in listed[url]
     assert "2 inputs not predicted" in result.stdout and url in result.stdout
 
-    result = subprocess.run([str(script), f"ckpt_path={checkpoint}", f"inputs=[{missing},{url}]", f"output_dir={out}"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(script), f"ckpt_path={checkpoint}", f"inputs=[{missing},{url}]", f"output_dir={out}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "cnnlab-predict: error: none of the 2 inputs could be predicted" in result.stderr

@@ -9,18 +9,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import read_results, run_cli
 from sklearn.metrics import classification_report, confusion_matrix
 
 from cnnlab.evaluation.metrics import compute_metrics
 from cnnlab.evaluation.report import read_history, write_report
 from cnnlab.inference import Predictions
-from conftest import read_results, run_cli
 
 FIGURES = [
-    "confusion_matrix.png", "roc_curves.png", "learning_curves.png", "per_class_metrics.png", "misclassified.png",
+    "confusion_matrix.png",
+    "roc_curves.png",
+    "learning_curves.png",
+    "per_class_metrics.png",
+    "misclassified.png",
 ]
 REPORT_FILES = [
-    "classification_report.txt", "classification_report.json", "confusion_matrix.csv", "predictions.csv", "report.md",
+    "classification_report.txt",
+    "classification_report.json",
+    "confusion_matrix.csv",
+    "predictions.csv",
+    "report.md",
     *FIGURES,
 ]
 
@@ -76,8 +84,11 @@ def test_a_class_absent_from_the_split_is_reported_but_has_no_roc_curve(tmp_path
     predictions = random_predictions()
     keep = predictions.labels != 3
     predictions = Predictions(
-        predictions.logits[keep], predictions.class_names, [s for s, k in zip(predictions.sources, keep) if k],
-        labels=predictions.labels[keep], images=predictions.images[keep],
+        predictions.logits[keep],
+        predictions.class_names,
+        [s for s, k in zip(predictions.sources, keep) if k],
+        labels=predictions.labels[keep],
+        images=predictions.images[keep],
     )
     report = write_report(predictions, tmp_path, "test", history={}, results={}, hparams={}, overrides=[])
     assert report.metrics.report["ship"]["support"] == 0

@@ -12,8 +12,15 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 # fixed dense widths (taken out of the search space) keep the tiny trials' checkpoints small
-SEARCH = ["-m", "experiment=s2_alexnet_cifar10", "hparams_search=s2_alexnet_hyperband", "debug=smoke", "test=false",
-          "model.net.dense1=1024", "model.net.dense2=1024"]
+SEARCH = [
+    "-m",
+    "experiment=s2_alexnet_cifar10",
+    "hparams_search=s2_alexnet_hyperband",
+    "debug=smoke",
+    "test=false",
+    "model.net.dense1=1024",
+    "model.net.dense2=1024",
+]
 
 
 def study(cwd, name: str = "s2_alexnet_hyperband") -> optuna.Study:
@@ -23,8 +30,14 @@ def study(cwd, name: str = "s2_alexnet_hyperband") -> optuna.Study:
 def test_three_trial_search_survives_a_failed_trial_names_the_best_and_resumes(cnnlab):
     data = write_cifar10(cnnlab.cwd / "data", per_batch=10, test=10)
     # batch size 0 is refused by config validation: with sampler seed 13 the first of the 3 trials gets it
-    args = [*SEARCH, f"paths.data_dir={data}", "trainer.max_epochs=2", "hydra.sweeper.n_trials=3",
-            "hydra.sweeper.sampler.seed=13", "data.batch_size=choice(0,8)"]
+    args = [
+        *SEARCH,
+        f"paths.data_dir={data}",
+        "trainer.max_epochs=2",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.seed=13",
+        "data.batch_size=choice(0,8)",
+    ]
     cnnlab(*args)
     trials = study(cnnlab.cwd).trials
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
@@ -48,9 +61,15 @@ def test_three_trial_search_survives_a_failed_trial_names_the_best_and_resumes(c
 
 def test_pruner_stops_a_trial_after_its_first_epoch(cnnlab):
     data = write_cifar10(cnnlab.cwd / "data", per_batch=10, test=10)
-    cnnlab(*SEARCH, f"paths.data_dir={data}", "trainer.max_epochs=3", "hydra.sweeper.n_trials=1",
-           # a pruner that prunes any accuracy below 2, i.e. always
-           "~callbacks.optuna_pruning.pruner", "+callbacks.optuna_pruning.pruner={_target_:optuna.pruners.ThresholdPruner,lower:2.0}")
+    cnnlab(
+        *SEARCH,
+        f"paths.data_dir={data}",
+        "trainer.max_epochs=3",
+        "hydra.sweeper.n_trials=1",
+        # a pruner that prunes any accuracy below 2, i.e. always
+        "~callbacks.optuna_pruning.pruner",
+        "+callbacks.optuna_pruning.pruner={_target_:optuna.pruners.ThresholdPruner,lower:2.0}",
+    )
     (trial,) = study(cnnlab.cwd).trials
     assert trial.user_attrs["pruned_at_epoch"] == 0 and list(trial.intermediate_values) == [0]
     (run,) = run_dirs(cnnlab.cwd)
@@ -59,8 +78,10 @@ def test_pruner_stops_a_trial_after_its_first_epoch(cnnlab):
 
 def test_tpe_search_is_the_random_search_space_with_tpe():
     with initialize_config_module("cnnlab.conf", version_base="1.3"):
-        random, tpe = (compose("train", overrides=[f"hparams_search={name}"], return_hydra_config=True).hydra.sweeper
-                       for name in ("s1_random", "s1_tpe"))
+        random, tpe = (
+            compose("train", overrides=[f"hparams_search={name}"], return_hydra_config=True).hydra.sweeper
+            for name in ("s1_random", "s1_tpe")
+        )
     assert random.sampler._target_.endswith("RandomSampler") and tpe.sampler._target_.endswith("TPESampler")
     assert tpe.params == random.params and tpe.storage == random.storage == "sqlite:///optuna.db"
     assert tpe.max_failure_rate == 1.0

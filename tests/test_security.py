@@ -13,19 +13,29 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import cli_env
 from PIL import Image
 
 from cnnlab.untrusted import (
-    CHECKPOINT_TARGETS, RUN_DATA_TARGETS, UntrustedConfigError, check_checkpoint_hparams, check_run_data,
+    CHECKPOINT_TARGETS,
+    RUN_DATA_TARGETS,
+    UntrustedConfigError,
+    check_checkpoint_hparams,
+    check_run_data,
 )
-from conftest import cli_env
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 BIN = Path(sys.executable).parent
 # where each config group's `_target_` lands in a checkpoint's hparams (or a run config's data section)
 GROUP_POSITIONS = {
-    "model": ("model", "net"), "activation": ("activation",), "optim": ("optimizer",), "scheduler": ("scheduler",),
-    "freeze": ("freeze",), "loss": ("loss",), "data": ("data",), "data/augment": ("data", "augment"),
+    "model": ("model", "net"),
+    "activation": ("activation",),
+    "optim": ("optimizer",),
+    "scheduler": ("scheduler",),
+    "freeze": ("freeze",),
+    "loss": ("loss",),
+    "data": ("data",),
+    "data/augment": ("data", "augment"),
 }
 
 
@@ -87,17 +97,27 @@ class Payload:
 
 
 def test_predict_refuses_os_system_in_the_activation(run_dir, image, marker, tmp_path):
-    ckpt = hostile_checkpoint(run_dir, tmp_path / "h.ckpt", "activation", {
-        "_target_": "os.system", "_args_": [f"touch {shlex.quote(str(marker))}"]})
+    ckpt = hostile_checkpoint(
+        run_dir,
+        tmp_path / "h.ckpt",
+        "activation",
+        {"_target_": "os.system", "_args_": [f"touch {shlex.quote(str(marker))}"]},
+    )
     result = console_script("cnnlab-predict", [f"ckpt_path={ckpt}", f"inputs={image}"], tmp_path)
-    assert_refused(result, "cnnlab-predict", "hyper_parameters.activation._target_", "'os.system'", "trust_checkpoint=true")
+    assert_refused(
+        result, "cnnlab-predict", "hyper_parameters.activation._target_", "'os.system'", "trust_checkpoint=true"
+    )
     assert not marker.exists()
 
 
 def test_eval_refuses_builtins_exec_as_the_network(run_dir, marker, tmp_path):
     model = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["hyper_parameters"]["model"]
-    ckpt = hostile_checkpoint(run_dir, tmp_path / "h.ckpt", "model", {
-        **model, "net": {"_target_": "builtins.exec", "_args_": [f"open({str(marker)!r}, 'w')"]}})
+    ckpt = hostile_checkpoint(
+        run_dir,
+        tmp_path / "h.ckpt",
+        "model",
+        {**model, "net": {"_target_": "builtins.exec", "_args_": [f"open({str(marker)!r}, 'w')"]}},
+    )
     result = console_script("cnnlab-eval", [f"ckpt_path={ckpt}", "hydra.run.dir=eval"], tmp_path)
     assert_refused(result, "cnnlab-eval", "hyper_parameters.model.net._target_", "'builtins.exec'")
     assert not marker.exists()
@@ -105,21 +125,33 @@ def test_eval_refuses_builtins_exec_as_the_network(run_dir, marker, tmp_path):
 
 def test_export_refuses_torch_callables_that_write_files_or_compile_code(run_dir, marker, tmp_path):
     """torch.* was allowed before: torch.save writes any file, load_inline compiles and loads C++."""
-    ckpt = hostile_checkpoint(run_dir, tmp_path / "h.ckpt", "loss", {"_target_": "torch.save", "_args_": ["x", str(marker)]})
+    ckpt = hostile_checkpoint(
+        run_dir, tmp_path / "h.ckpt", "loss", {"_target_": "torch.save", "_args_": ["x", str(marker)]}
+    )
     result = console_script("cnnlab-export", [f"ckpt_path={ckpt}", f"output_dir={tmp_path}/out"], tmp_path)
     assert_refused(result, "cnnlab-export", "hyper_parameters.loss._target_", "'torch.save'")
 
-    ckpt = hostile_checkpoint(run_dir, tmp_path / "h2.ckpt", "freeze", {
-        "_target_": "torch.utils.cpp_extension.load_inline", "name": "x", "cpp_sources": "int f() { return 0; }"})
+    ckpt = hostile_checkpoint(
+        run_dir,
+        tmp_path / "h2.ckpt",
+        "freeze",
+        {"_target_": "torch.utils.cpp_extension.load_inline", "name": "x", "cpp_sources": "int f() { return 0; }"},
+    )
     result = console_script("cnnlab-export", [f"ckpt_path={ckpt}", f"output_dir={tmp_path}/out"], tmp_path)
     assert_refused(result, "cnnlab-export", "hyper_parameters.freeze._target_", "load_inline")
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
 def test_resume_refuses_a_hostile_checkpoint(run_dir, marker, tmp_path):
-    ckpt = hostile_checkpoint(run_dir, tmp_path / "h.ckpt", "optimizer", {
-        "_target_": "torch.save", "_partial_": True, "obj": "x", "f": str(marker)})
-    result = console_script("cnnlab", ["debug=smoke", "model=cnn_baseline_s2", f"ckpt_path={ckpt}", "hydra.run.dir=resumed"], tmp_path)
+    ckpt = hostile_checkpoint(
+        run_dir,
+        tmp_path / "h.ckpt",
+        "optimizer",
+        {"_target_": "torch.save", "_partial_": True, "obj": "x", "f": str(marker)},
+    )
+    result = console_script(
+        "cnnlab", ["debug=smoke", "model=cnn_baseline_s2", f"ckpt_path={ckpt}", "hydra.run.dir=resumed"], tmp_path
+    )
     assert_refused(result, "cnnlab", "hyper_parameters.optimizer._target_", "'torch.save'")
     assert not marker.exists()
 
@@ -151,7 +183,9 @@ def test_a_file_that_is_no_checkpoint_is_named_so_without_trust_advice(run_dir, 
             archive.writestr("readme.txt", "not torch")
     command = {"text": "cnnlab-predict", "truncated": "cnnlab-export", "foreign_zip": "cnnlab-eval"}[kind]
     args = {"cnnlab-predict": [f"inputs={image}"], "cnnlab-export": [], "cnnlab-eval": ["hydra.run.dir=eval"]}[command]
-    line = assert_refused(console_script(command, [f"ckpt_path={path}", *args], tmp_path), command, f"not a cnnlab checkpoint: {path}")
+    line = assert_refused(
+        console_script(command, [f"ckpt_path={path}", *args], tmp_path), command, f"not a cnnlab checkpoint: {path}"
+    )
     assert "trust" not in line
 
 
@@ -201,7 +235,9 @@ def test_every_target_in_conf_is_allowlisted_at_its_place():
 
 
 def test_a_real_checkpoint_and_run_config_pass(run_dir):
-    check_checkpoint_hparams(torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["hyper_parameters"], "best.ckpt")
+    check_checkpoint_hparams(
+        torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["hyper_parameters"], "best.ckpt"
+    )
     from omegaconf import OmegaConf
 
     config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
@@ -209,16 +245,34 @@ def test_a_real_checkpoint_and_run_config_pass(run_dir):
     check_run_data(OmegaConf.to_container(config.data, resolve=True), "config.yaml")
 
 
-@pytest.mark.parametrize("hparams, path", [
-    ({"activation": {"_target_": "cnnlab.nn.activations.ReLU", "_args_": [1]}}, "hyper_parameters.activation._args_"),
-    ({"activation": {"_target_": "cnnlab.nn.activations.ReLU", "_partial_": "yes"}}, "hyper_parameters.activation._partial_"),
-    ({"model": {"net": {"_target_": "cnnlab.models.resnet.ResNet50", "block": {"_target_": "torch.nn.Identity"}}}},
-     "hyper_parameters.model.net.block._target_"),
-    ({"model": {"net": {"_target_": "torch.optim.Adam"}}}, "hyper_parameters.model.net._target_"),
-    ({"loss": {"_target_": "cnnlab.training.loss.CrossEntropyLoss", "_recursive_": False}}, "hyper_parameters.loss._recursive_"),
-    ({"class_names": ["a", "${oc.decode:'{_target_: os.system}'}"]}, "hyper_parameters.class_names.1"),
-    ({"preprocessing": {"mean": [{"_target_": "os.getcwd"}]}}, "hyper_parameters.preprocessing.mean.0._target_"),
-])
+@pytest.mark.parametrize(
+    "hparams, path",
+    [
+        (
+            {"activation": {"_target_": "cnnlab.nn.activations.ReLU", "_args_": [1]}},
+            "hyper_parameters.activation._args_",
+        ),
+        (
+            {"activation": {"_target_": "cnnlab.nn.activations.ReLU", "_partial_": "yes"}},
+            "hyper_parameters.activation._partial_",
+        ),
+        (
+            {
+                "model": {
+                    "net": {"_target_": "cnnlab.models.resnet.ResNet50", "block": {"_target_": "torch.nn.Identity"}}
+                }
+            },
+            "hyper_parameters.model.net.block._target_",
+        ),
+        ({"model": {"net": {"_target_": "torch.optim.Adam"}}}, "hyper_parameters.model.net._target_"),
+        (
+            {"loss": {"_target_": "cnnlab.training.loss.CrossEntropyLoss", "_recursive_": False}},
+            "hyper_parameters.loss._recursive_",
+        ),
+        ({"class_names": ["a", "${oc.decode:'{_target_: os.system}'}"]}, "hyper_parameters.class_names.1"),
+        ({"preprocessing": {"mean": [{"_target_": "os.getcwd"}]}}, "hyper_parameters.preprocessing.mean.0._target_"),
+    ],
+)
 def test_refusals_name_the_key_path(hparams, path):
     with pytest.raises(UntrustedConfigError, match=f"^checkpoint x.ckpt: {path} "):
         check_checkpoint_hparams(hparams, "x.ckpt")

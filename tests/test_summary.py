@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from cnnlab.summarize import main as summarize_main
-from conftest import run_cli
 
 COLUMNS = ["status", "test/acc", "test/f1_macro", "val/acc_best", "epochs", "sec_per_epoch", "params", "error"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import read_results, run_dirs
 
 RUN = ["debug=fast", "callbacks.progress_bar=null", "trainer.max_epochs=4", "trainer.limit_train_batches=4", "seed=5"]

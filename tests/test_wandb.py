@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from conftest import logged_out_env, run_console_script
 from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
-
-from conftest import logged_out_env, run_console_script
 
 BLOCK_SIZE = 32768  # the .wandb file is a LevelDB-style log: 32 KiB blocks of (crc, length, type) chunks
 CHUNK_HEADER = struct.Struct("<IHB")
@@ -88,7 +87,14 @@ class OfflineRun:
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     cwd = tmp_path_factory.mktemp("wandb")
-    args = ["-m", "debug=fast", "logger=wandb", "logger.wandb.log_model=true", "optim.lr=0.01,0.001", "hydra.sweep.dir=sweep"]
+    args = [
+        "-m",
+        "debug=fast",
+        "logger=wandb",
+        "logger.wandb.log_model=true",
+        "optim.lr=0.01,0.001",
+        "hydra.sweep.dir=sweep",
+    ]
     result = run_console_script("cnnlab", args, cwd, logged_out_env(cwd / "home"))
     return cwd / "sweep", result.stdout + result.stderr
 
@@ -140,9 +146,14 @@ def test_run_files_hold_metrics_config_images_tables_and_the_best_checkpoint(swe
     ]
     # interactive charts: W&B's confusion-matrix panel with the same counts, the ROC panel with every class
     # that has positives and negatives
-    for chart, panel in (("confusion_matrix_chart", "wandb/confusion_matrix/v1"), ("roc_curves_chart", "wandb/area-under-curve/v0")):
+    for chart, panel in (
+        ("confusion_matrix_chart", "wandb/confusion_matrix/v1"),
+        ("roc_curves_chart", "wandb/area-under-curve/v0"),
+    ):
         assert run.config[f"_wandb/visualize/report/{chart}"]["panel_config"]["panelDefId"] == panel
-    counts = {(actual, predicted): n for actual, predicted, n in run.table("report/confusion_matrix_chart_table")["data"]}
+    counts = {
+        (actual, predicted): n for actual, predicted, n in run.table("report/confusion_matrix_chart_table")["data"]
+    }
     names = confusion[0].split(",")[1:]
     on_disk = {}
     for line in confusion[1:]:

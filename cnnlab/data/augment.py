@@ -45,8 +45,10 @@ class BatchAugment(nn.Module):
         interpolation: Interpolation = "bilinear",
     ) -> None:
         super().__init__()
-        for name, value, choices in [("padding_mode", padding_mode, PaddingMode),
-                                     ("interpolation", interpolation, Interpolation)]:
+        for name, value, choices in [
+            ("padding_mode", padding_mode, PaddingMode),
+            ("interpolation", interpolation, Interpolation),
+        ]:
             if value not in get_args(choices):
                 raise ValueError(f"{name}={value!r}: expected one of {', '.join(get_args(choices))}")
         self.hflip, self.vflip = hflip, vflip
@@ -124,7 +126,9 @@ class BatchAugment(nn.Module):
         grid = (columns + rows).permute(0, 2, 3, 1)
         return F.grid_sample(images, grid, mode=self.interpolation, padding_mode=self.padding_mode, align_corners=False)
 
-    def _pixel_centres(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pixel_centres(
+        self, height: int, width: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """x of each column and y of each row at the pixel centres, in [-1, 1]."""
         key = ("centres", height, width, device, dtype)
         if key not in self._cached:

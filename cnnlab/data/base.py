@@ -212,7 +212,9 @@ class ImageDataModule(LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         return self.model_inputs(batch, augment=self.trainer is not None and self.trainer.training)
 
-    def model_inputs(self, batch: tuple[torch.Tensor, torch.Tensor], augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def model_inputs(
+        self, batch: tuple[torch.Tensor, torch.Tensor], augment: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A served (uint8 images, labels) batch as the model takes it: float in [0, 1], augmented when
         ``augment`` is true and the datamodule has an augmentation, then normalized."""
         images, labels = batch

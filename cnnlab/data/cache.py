@@ -50,7 +50,9 @@ def cache_dir() -> Path:
     if os.environ.get("CNNLAB_CACHE_DIR"):
         return Path(os.environ["CNNLAB_CACHE_DIR"]).expanduser().absolute()
     xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"  # the XDG spec ignores relative paths
+    base = (
+        Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    )  # the XDG spec ignores relative paths
     return base / "cnnlab"
 
 
@@ -119,7 +121,11 @@ class CacheEntry:
     def superseded(self) -> list[Path]:
         """Files of earlier fingerprints of the same folder and size."""
         prefix = self.stem.name.rsplit("-", 1)[0] + "-"
-        return [p for p in self.stem.parent.glob(prefix + "*") if p.suffix in (".npy", ".json") and not p.name.startswith(self.stem.name + ".")]
+        return [
+            p
+            for p in self.stem.parent.glob(prefix + "*")
+            if p.suffix in (".npy", ".json") and not p.name.startswith(self.stem.name + ".")
+        ]
 
 
 def cache_entry(files: ImageFiles, img_size: int, verify: bool = False) -> CacheEntry:
@@ -135,7 +141,11 @@ def cache_entry(files: ImageFiles, img_size: int, verify: bool = False) -> Cache
             with open(file, "rb") as handle:
                 fingerprint.update(hashlib.file_digest(handle, "blake2b").digest())
     name = re.sub(r"[^A-Za-z0-9_]+", "_", folder.name)[:40] or "root"
-    stem = cache_dir() / f"images-v{CACHE_FORMAT}" / f"{name}-{_digest(str(folder), 8)}-{img_size}px-{fingerprint.hexdigest()[:20]}"
+    stem = (
+        cache_dir()
+        / f"images-v{CACHE_FORMAT}"
+        / f"{name}-{_digest(str(folder), 8)}-{img_size}px-{fingerprint.hexdigest()[:20]}"
+    )
     return CacheEntry(stem, (len(files.paths), 3, img_size, img_size))
 
 
@@ -152,10 +162,12 @@ def decode_chunks(files: ImageFiles, img_size: int) -> Iterator[tuple[np.ndarray
     (n, 3, S, S) arrays with zeros for unreadable files, and {path: error} of those."""
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for start in range(0, len(files.paths), CHUNK):
-            paths = files.paths[start:start + CHUNK]
+            paths = files.paths[start : start + CHUNK]
             chunk = np.zeros((len(paths), 3, img_size, img_size), dtype=np.uint8)
             unreadable = {}
-            for i, (path, decoded) in enumerate(zip(paths, pool.map(lambda p: _try_decode(files.root / p, img_size), paths))):
+            for i, (path, decoded) in enumerate(
+                zip(paths, pool.map(lambda p: _try_decode(files.root / p, img_size), paths))
+            ):
                 if isinstance(decoded, str):
                     unreadable[path] = decoded
                 else:
@@ -171,7 +183,7 @@ def decode_files(files: ImageFiles, img_size: int, keep: bool = True) -> tuple[t
     start = 0
     for chunk, bad in decode_chunks(files, img_size):
         if images is not None:
-            images[start:start + len(chunk)] = chunk
+            images[start : start + len(chunk)] = chunk
         start += len(chunk)
         unreadable.update(bad)
     return (None if images is None else torch.from_numpy(images)), unreadable
@@ -234,7 +246,8 @@ def prepare_cache(entry: CacheEntry, files: ImageFiles, pixels: bool = True) -> 
                 str(entry.stem.parent),
                 "could not write the decoded-image cache in %s (%s); this run decodes its images into memory. "
                 "Free space there or point CNNLAB_CACHE_DIR at a writable folder with room.",
-                entry.stem.parent, error.strerror or error,
+                entry.stem.parent,
+                error.strerror or error,
             )
             return
         for old in entry.superseded():
@@ -255,8 +268,18 @@ def _build(entry: CacheEntry, files: ImageFiles, pixels: bool) -> None:
         if pixels:
             size, free = int(np.prod(entry.shape)), shutil.disk_usage(entry.stem.parent).free
             if free < size:
-                raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {size / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free")
-            log.info("decoding %d images in %s at %dx%d once, into %s", len(files.paths), files.folder, img_size, img_size, entry.pixels)
+                raise OSError(
+                    errno.ENOSPC,
+                    f"{os.strerror(errno.ENOSPC)}: {size / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free",
+                )
+            log.info(
+                "decoding %d images in %s at %dx%d once, into %s",
+                len(files.paths),
+                files.folder,
+                img_size,
+                img_size,
+                entry.pixels,
+            )
             with open(tmp, "xb") as handle:
                 header = {"descr": "|u1", "fortran_order": False, "shape": entry.shape}
                 np.lib.format.write_array_header_1_0(handle, header)
@@ -267,8 +290,13 @@ def _build(entry: CacheEntry, files: ImageFiles, pixels: bool) -> None:
                 os.fsync(handle.fileno())
         else:
             unreadable = decode_files(files, img_size, keep=False)[1]
-        listing = {"format": CACHE_FORMAT, "folder": str(files.folder.absolute()), "img_size": img_size,
-                   "files": len(files.paths), "unreadable": unreadable}
+        listing = {
+            "format": CACHE_FORMAT,
+            "folder": str(files.folder.absolute()),
+            "img_size": img_size,
+            "files": len(files.paths),
+            "unreadable": unreadable,
+        }
         _write_atomically(entry.listing, json.dumps(listing, indent=1).encode())
         if pixels:
             os.replace(tmp, entry.pixels)

@@ -46,7 +46,10 @@ class CIFAR10DataModule(ImageDataModule):
 
     @property
     def layout(self) -> str:
-        return f"{self.root / _CIFAR10Files.base_folder}/{{data_batch_1..5, test_batch, batches.meta}}  (the unpacked {_CIFAR10Files.filename})"
+        return (
+            f"{self.root / _CIFAR10Files.base_folder}/{{data_batch_1..5, test_batch, batches.meta}}  "
+            f"(the unpacked {_CIFAR10Files.filename})"
+        )
 
     def _is_present(self) -> bool:
         folder = self.root / _CIFAR10Files.base_folder
@@ -54,8 +57,14 @@ class CIFAR10DataModule(ImageDataModule):
 
     def prepare_data(self) -> None:
         if self.download:
-            download_once(self.root, self._is_present, "CIFAR-10", CIFAR10.url, self.layout,
-                          lambda: _CIFAR10Files(self.root, download=True))
+            download_once(
+                self.root,
+                self._is_present,
+                "CIFAR-10",
+                CIFAR10.url,
+                self.layout,
+                lambda: _CIFAR10Files(self.root, download=True),
+            )
 
     def load_splits(self) -> dict[str, Split]:
         try:
@@ -70,8 +79,11 @@ class CIFAR10DataModule(ImageDataModule):
         train_images, test_images = self._to_tensor(train.data), self._to_tensor(test.data)
         test_split = self._split(test_images, test_labels, np.arange(len(test_labels)), "test")
         if self.validation == "test":
-            return {"train": self._split(train_images, train_labels, np.arange(len(train_labels)), "train"),
-                    "val": test_split, "test": test_split}
+            return {
+                "train": self._split(train_images, train_labels, np.arange(len(train_labels)), "train"),
+                "val": test_split,
+                "test": test_split,
+            }
         if self.validation == "last":
             cut = math.floor(len(train_labels) * (1.0 - self.val_fraction))  # Keras' train_validation_split
             keep, val = np.arange(cut), np.arange(cut, len(train_labels))
@@ -89,10 +101,15 @@ class CIFAR10DataModule(ImageDataModule):
         if self.img_size == images.shape[-1]:
             return images
         size = (self.img_size, self.img_size)
-        return torch.cat([  # in chunks: the float copy of all 50,000 images at 224 px would not fit
-            F.interpolate(chunk.float(), size=size, mode="bilinear", antialias=True).clamp(0, 255).round().to(torch.uint8)
-            for chunk in images.split(1000)
-        ])
+        return torch.cat(
+            [  # in chunks: the float copy of all 50,000 images at 224 px would not fit
+                F.interpolate(chunk.float(), size=size, mode="bilinear", antialias=True)
+                .clamp(0, 255)
+                .round()
+                .to(torch.uint8)
+                for chunk in images.split(1000)
+            ]
+        )
 
     @staticmethod
     def _split(images: torch.Tensor, labels: np.ndarray, index: np.ndarray, part: str) -> Split:

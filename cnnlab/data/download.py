@@ -30,7 +30,9 @@ def download_or_explain(dataset: str, url: str, layout: str, download: Callable[
         socket.setdefaulttimeout(previous)
 
 
-def download_once(root: Path, is_present: Callable[[], bool], dataset: str, url: str, layout: str, download: Callable[[], object]) -> None:
+def download_once(
+    root: Path, is_present: Callable[[], bool], dataset: str, url: str, layout: str, download: Callable[[], object]
+) -> None:
     """:func:`download_or_explain` unless ``is_present()``, under a lock on ``root``: of processes started
     together (torchrun, SLURM) one downloads, the others wait and then find the data present."""
     if is_present():

@@ -15,7 +15,9 @@ from cnnlab.data.images import ImageFiles, scan_class_folders
 from cnnlab.data.splits import stratified_split
 
 # the archive torchvision's EuroSAT.download fetches; named in the offline error
-EUROSAT_URL = "https://huggingface.co/datasets/torchgeo/eurosat/resolve/c877bcd43f099cd0196738f714544e355477f3fd/EuroSAT.zip"
+EUROSAT_URL = (
+    "https://huggingface.co/datasets/torchgeo/eurosat/resolve/c877bcd43f099cd0196738f714544e355477f3fd/EuroSAT.zip"
+)
 
 
 class EuroSATDataModule(FolderDataModule):
@@ -35,8 +37,14 @@ class EuroSATDataModule(FolderDataModule):
 
     def prepare_data(self) -> None:
         if self.download:
-            download_once(self.root, self.folder.is_dir, "EuroSAT", EUROSAT_URL, self.layout,
-                          lambda: EuroSAT(self.root, download=True))
+            download_once(
+                self.root,
+                self.folder.is_dir,
+                "EuroSAT",
+                EUROSAT_URL,
+                self.layout,
+                lambda: EuroSAT(self.root, download=True),
+            )
         super().prepare_data()
 
     def scan(self) -> list[ImageFiles]:

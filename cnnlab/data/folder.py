@@ -34,8 +34,12 @@ class DecodedFiles:
     def take(self, index: np.ndarray) -> Split:
         """The split made of the files at ``index``."""
         index = np.asarray(index)
-        return Split(self.pixels, torch.from_numpy(self.files.labels[index]), [self.files.paths[i] for i in index],
-                     torch.from_numpy(self.rows[index]))
+        return Split(
+            self.pixels,
+            torch.from_numpy(self.files.labels[index]),
+            [self.files.paths[i] for i in index],
+            torch.from_numpy(self.rows[index]),
+        )
 
 
 class FolderDataModule(ImageDataModule):
@@ -47,7 +51,9 @@ class FolderDataModule(ImageDataModule):
     file stops it too. ``cache_verify=true`` keys the cache by each file's content too, not only its
     size and modification time."""
 
-    def __init__(self, in_memory: bool = True, strict: bool = False, cache: bool = True, cache_verify: bool = False, **kwargs) -> None:
+    def __init__(
+        self, in_memory: bool = True, strict: bool = False, cache: bool = True, cache_verify: bool = False, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.in_memory = in_memory
         self.strict = strict
@@ -65,7 +71,8 @@ class FolderDataModule(ImageDataModule):
         """:meth:`scan` and the cache entry of each list (stats every file), once per datamodule."""
         if self._scanned is None:
             self._scanned = [
-                (files, cache_entry(files, self.img_size, self.cache_verify) if self.cache else None) for files in self.scan()
+                (files, cache_entry(files, self.img_size, self.cache_verify) if self.cache else None)
+                for files in self.scan()
             ]
         return self._scanned
 
@@ -98,14 +105,22 @@ class FolderDataModule(ImageDataModule):
 
     def _report_unreadable(self, files: ImageFiles, unreadable: dict[str, str], readable: np.ndarray) -> None:
         if self.strict:
-            raise DataError(f"{len(unreadable)} unreadable image file(s) (data.strict=true):\n{self._listing(unreadable)}")
+            raise DataError(
+                f"{len(unreadable)} unreadable image file(s) (data.strict=true):\n{self._listing(unreadable)}"
+            )
         classes = len(files.class_names)
-        lost = (np.bincount(files.labels, minlength=classes) > 0) & (np.bincount(files.labels[readable], minlength=classes) == 0)
+        lost = (np.bincount(files.labels, minlength=classes) > 0) & (
+            np.bincount(files.labels[readable], minlength=classes) == 0
+        )
         if lost.any():
             names = [files.class_names[c] for c in np.flatnonzero(lost)]
-            in_lost = {p: unreadable[p] for p, label in zip(files.paths, files.labels) if lost[label] and p in unreadable}
-            raise DataError(f"class folder(s) {names} in {files.folder} hold no readable image file, only "
-                            f"{len(in_lost)} unreadable one(s):\n{self._listing(in_lost)}")
+            in_lost = {
+                p: unreadable[p] for p, label in zip(files.paths, files.labels) if lost[label] and p in unreadable
+            }
+            raise DataError(
+                f"class folder(s) {names} in {files.folder} hold no readable image file, only "
+                f"{len(in_lost)} unreadable one(s):\n{self._listing(in_lost)}"
+            )
         log.warning("skipped %d unreadable image file(s):\n%s", len(unreadable), self._listing(unreadable))
         self.unreadable.update(unreadable)
 
@@ -125,7 +140,9 @@ class FolderDataModule(ImageDataModule):
         split = self.splits[name]
         if split.pixels is not None or not len(split):
             return split
-        images, _ = FileImageDataset(self.root, split.sources, split.labels, self.img_size, strict=True).__getitems__(range(len(split)))
+        images, _ = FileImageDataset(self.root, split.sources, split.labels, self.img_size, strict=True).__getitems__(
+            range(len(split))
+        )
         return Split(images, split.labels, split.sources)
 
     def summary(self) -> dict:

@@ -58,14 +58,21 @@ def scan_class_folders(root: Path, folder: Path, layout: str, class_names: Seque
     names = list(class_names) if class_names is not None else [p.name for p in class_dirs]
     unknown = sorted({p.name for p in class_dirs} - set(names))
     if unknown:
-        raise DataError(f"{folder} has class folders {unknown} that are not among the {len(names)} known classes. Expected layout:\n  {layout}")
+        raise DataError(
+            f"{folder} has class folders {unknown} that are not among the {len(names)} known classes. "
+            f"Expected layout:\n  {layout}"
+        )
     if len(names) < 2:
-        raise DataError(f"{folder} has {len(names)} class folder(s); classification needs at least 2. Expected layout:\n  {layout}")
+        raise DataError(
+            f"{folder} has {len(names)} class folder(s); classification needs at least 2. Expected layout:\n  {layout}"
+        )
     paths, labels, empty = [], [], []
     for class_dir in class_dirs:
         files = sorted(
-            p for p in class_dir.rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+            p
+            for p in class_dir.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS
+            and p.is_file()
             and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)
         )
         if not files:
@@ -73,7 +80,9 @@ def scan_class_folders(root: Path, folder: Path, layout: str, class_names: Seque
         paths += [p.relative_to(root).as_posix() for p in files]
         labels += [names.index(class_dir.name)] * len(files)
     if empty:
-        raise DataError(f"class folder(s) {empty} in {folder} hold no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
+        raise DataError(
+            f"class folder(s) {empty} in {folder} hold no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})."
+        )
     return ImageFiles(root, folder, paths, np.asarray(labels, dtype=np.int64), names)
 
 
@@ -106,7 +115,9 @@ class FileImageDataset(Dataset):
     An unreadable file is dropped from its batch with a warning naming it, or raises when ``strict``.
     """
 
-    def __init__(self, root: Path, paths: Sequence[str], labels: torch.Tensor, img_size: int, strict: bool = False) -> None:
+    def __init__(
+        self, root: Path, paths: Sequence[str], labels: torch.Tensor, img_size: int, strict: bool = False
+    ) -> None:
         self.root = Path(root)
         self.paths = list(paths)
         self.labels = labels

@@ -14,7 +14,9 @@ from cnnlab.data.errors import DataError
 T = TypeVar("T")
 
 
-def _explain_small_classes(split: Callable[[], T], labels: np.ndarray, class_names: Sequence[str] | None, needed: int, what: str) -> T:
+def _explain_small_classes(
+    split: Callable[[], T], labels: np.ndarray, class_names: Sequence[str] | None, needed: int, what: str
+) -> T:
     """``split()``, whose ValueError (a class with too few images for stratification) becomes a one-line
     :class:`DataError` naming the smallest classes and the ``needed`` images per class."""
     try:
@@ -72,7 +74,11 @@ def stratified_holdout(
 
 
 def kfold_split(
-    labels: np.ndarray, num_folds: int, fold: int, fractions: tuple[float, float, float], seed: int,
+    labels: np.ndarray,
+    num_folds: int,
+    fold: int,
+    fractions: tuple[float, float, float],
+    seed: int,
     class_names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Train, val and test indices: fold ``fold`` of a seeded stratified k-fold as training, the other
@@ -86,7 +92,9 @@ def kfold_split(
     def split() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         folds = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
         train, held_out = (np.sort(part) for part in list(folds.split(np.zeros(len(labels)), labels))[fold])
-        val, test = train_test_split(np.arange(len(held_out)), test_size=test_share, stratify=labels[held_out], random_state=seed)
+        val, test = train_test_split(
+            np.arange(len(held_out)), test_size=test_share, stratify=labels[held_out], random_state=seed
+        )
         return train, np.sort(held_out[val]), np.sort(held_out[test])
 
     what = f"a stratified {num_folds}-fold split whose held-out fold is split into val and test"

@@ -68,12 +68,16 @@ def draw_data_plots(samples: DataSamples, out_dir: str | Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     return [
         _image_grid(samples, samples.images, "Training samples per class", out_dir / "samples.png"),
-        _image_grid(samples, samples.augmented, "The same samples after train augmentation", out_dir / "samples_augmented.png"),
+        _image_grid(
+            samples, samples.augmented, "The same samples after train augmentation", out_dir / "samples_augmented.png"
+        ),
         _class_distribution(samples, out_dir / "class_distribution.png"),
     ]
 
 
-def plot_data(datamodule: ImageDataModule, out_dir: str | Path, per_class: int = 6, max_classes: int = 20, seed: int = 0) -> list[Path]:
+def plot_data(
+    datamodule: ImageDataModule, out_dir: str | Path, per_class: int = 6, max_classes: int = 20, seed: int = 0
+) -> list[Path]:
     """Sample and draw in one call."""
     return draw_data_plots(sample_data(datamodule, per_class, max_classes, seed), out_dir)
 
@@ -104,7 +108,7 @@ def _image_grid(samples: DataSamples, images: torch.Tensor, title: str, path: Pa
     start = 0
     for row, count in enumerate(samples.counts):
         for col in range(count):
-            mosaic[row * cell:row * cell + size, col * cell:col * cell + size] = pixels[start + col]
+            mosaic[row * cell : row * cell + size, col * cell : col * cell + size] = pixels[start + col]
         start += count
     scale = max(1.3 / 64 * size, 0.6)
     fig = Figure(figsize=(scale * per_class + 1.5, scale * len(samples.counts) + 0.6))

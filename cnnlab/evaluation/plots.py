@@ -57,8 +57,15 @@ def confusion_matrix_figure(confusion: np.ndarray, class_names: list[str]) -> Fi
         for i in range(k):
             for j in range(k):
                 value = normalized[i, j]
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                        color="white" if value > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if value > 0.5 else "black",
+                )
     return fig
 
 
@@ -69,8 +76,13 @@ def roc_curves_figure(roc: dict[str, RocCurve], auroc_macro: float) -> Figure:
     for i, (name, curve) in enumerate(roc.items()):
         ax.plot(curve.fpr, curve.tpr, color=colors(i % colors.N), lw=1.5, label=f"{_short(name)} (AUC {curve.auc:.3f})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false positive rate", ylabel="true positive rate",
-           title=f"ROC one-vs-rest (macro AUC {auroc_macro:.3f})")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=f"ROC one-vs-rest (macro AUC {auroc_macro:.3f})",
+    )
     ax.legend(loc="lower right", fontsize=7, ncol=1 if len(roc) <= 12 else 2)
     ax.grid(alpha=0.3)
     return fig

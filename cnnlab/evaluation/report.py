@@ -168,7 +168,10 @@ def write_report(
             best_epoch = min(history["val/loss"], key=history["val/loss"].get)
         figures["learning_curves"] = plots.learning_curves_figure(history, best_epoch)
     report = Report(
-        report_dir, split, names, metrics,
+        report_dir,
+        split,
+        names,
+        metrics,
         {name: plots.save(fig, report_dir / f"{name}.png") for name, fig in figures.items()},
     )
     (report_dir / "report.md").write_text(_markdown(report, results, hparams, overrides, len(predictions.labels)))

@@ -97,7 +97,8 @@ class Summary:
     def table(self) -> list[dict[str, Any]]:
         """One flat dict per row, keyed by :attr:`columns`."""
         return [
-            {c: row["overrides"].get(c, "") if c in self.swept else row.get(c) for c in self.columns} for row in self.rows
+            {c: row["overrides"].get(c, "") if c in self.swept else row.get(c) for c in self.columns}
+            for row in self.rows
         ]
 
     @property
@@ -183,7 +184,9 @@ def write_summary(summary: Summary, out_dir: Path) -> str:
         repeats = ", ".join(f"`{k}`" for k in summary.repeat_keys)
         markdown += f"\n## Mean ± std over {repeats}\n\n" + markdown_table(summary.mean_std())
     plotted = [k for k in summary.swept if k not in REPEAT_KEYS] or summary.swept
-    save(sweep_figure([{**r["overrides"], **r} for r in summary.rows], plotted, summary.metric), out_dir / "summary.png")
+    save(
+        sweep_figure([{**r["overrides"], **r} for r in summary.rows], plotted, summary.metric), out_dir / "summary.png"
+    )
     markdown += "\n![summary](summary.png)\n"
     (out_dir / "summary.md").write_text(markdown)
     return markdown
@@ -199,7 +202,9 @@ def sweep_end_block(summary: Summary, sweep_dir: Path) -> str:
     best = summary.rows[0] if summary.rows and summary.rows[0]["status"] == "completed" else None
     if best is not None:
         overrides = " ".join(f"{k}={v}" for k, v in best["overrides"].items()) or "(no overrides)"
-        lines.append(f"  best        job {best['run']}: {overrides}  {summary.metric} {format_metric(best.get(summary.metric))}")
+        lines.append(
+            f"  best        job {best['run']}: {overrides}  {summary.metric} {format_metric(best.get(summary.metric))}"
+        )
     return "\n".join(lines)
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.loggers import Logger, WandbLogger
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
@@ -54,7 +54,9 @@ def prepare_wandb(cfg: DictConfig) -> None:
         return
     import wandb
 
-    mode = wandb_cfg.get("mode") or os.environ.get("WANDB_MODE") or ("offline" if wandb_cfg.get("offline") else "online")
+    mode = (
+        wandb_cfg.get("mode") or os.environ.get("WANDB_MODE") or ("offline" if wandb_cfg.get("offline") else "online")
+    )
     if mode not in OFFLINE_MODES:
         reason = None
         if not wandb.login(prompt=False, verify=False):
@@ -79,7 +81,9 @@ def _reachable(url: str, timeout: float = 5.0) -> bool:
     """Whether a TCP connection to ``url``'s host and port opens within ``timeout`` seconds."""
     parts = urlsplit(url)
     try:
-        socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout).close()
+        socket.create_connection(
+            (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout
+        ).close()
     except OSError:
         return False
     return True
@@ -129,7 +133,9 @@ def log_report(loggers: list[Logger], report: Report) -> None:
     true, predicted = np.nonzero(metrics.confusion)
     counts = metrics.confusion[true, predicted]
     data["report/confusion_matrix_chart"] = wandb.plot.confusion_matrix(
-        y_true=np.repeat(true, counts).tolist(), preds=np.repeat(predicted, counts).tolist(), class_names=names,
+        y_true=np.repeat(true, counts).tolist(),
+        preds=np.repeat(predicted, counts).tolist(),
+        class_names=names,
         title=f"Confusion matrix ({report.split})",
     )
     # the chart wandb.plot.roc_curve draws, from the report's curves (roc_curve recomputes them and needs pandas)

@@ -46,15 +46,23 @@ class CNNBaselineS4(FeatureClassifier):
     """
 
     def __init__(
-        self, num_classes: int, in_chans: int = 3, img_size: int = 32, activation: ActivationFactory | None = None,
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        img_size: int = 32,
+        activation: ActivationFactory | None = None,
         dropout: float = 0.5,
     ) -> None:
         act = activation or ReLU
         features = nn.Sequential(
-            *_conv_relu_pool(in_chans, [32, 64], act, padding=0), nn.Conv2d(64, 128, 3), act(),
+            *_conv_relu_pool(in_chans, [32, 64], act, padding=0),
+            nn.Conv2d(64, 128, 3),
+            act(),
         )
         dense = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(flattened_size(features, in_chans, img_size), 128), act(),
+            nn.Dropout(dropout),
+            nn.Linear(flattened_size(features, in_chans, img_size), 128),
+            act(),
         )
         super().__init__(features, nn.Linear(128, num_classes), dense, global_pool=False)
 
@@ -69,19 +77,32 @@ class AlexNetCIFAR(FeatureClassifier):
     """
 
     def __init__(
-        self, num_classes: int, in_chans: int = 3, img_size: int = 32, activation: ActivationFactory | None = None,
-        dense1: int = 4096, dropout1: float = 0.5, dense2: int = 4096, dropout2: float = 0.5,
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        img_size: int = 32,
+        activation: ActivationFactory | None = None,
+        dense1: int = 4096,
+        dropout1: float = 0.5,
+        dense2: int = 4096,
+        dropout2: float = 0.5,
     ) -> None:
         act = activation or ReLU
         features = nn.Sequential(
             *_conv_relu_pool(in_chans, [96, 256], act, padding=1),
-            nn.Conv2d(256, 384, 3, padding=1), act(),
-            nn.Conv2d(384, 384, 3, padding=1), act(),
+            nn.Conv2d(256, 384, 3, padding=1),
+            act(),
+            nn.Conv2d(384, 384, 3, padding=1),
+            act(),
             *_conv_relu_pool(384, [256], act, padding=1),
         )
         dense = nn.Sequential(
-            nn.Linear(flattened_size(features, in_chans, img_size), dense1), act(), nn.Dropout(dropout1),
-            nn.Linear(dense1, dense2), act(), nn.Dropout(dropout2),
+            nn.Linear(flattened_size(features, in_chans, img_size), dense1),
+            act(),
+            nn.Dropout(dropout1),
+            nn.Linear(dense1, dense2),
+            act(),
+            nn.Dropout(dropout2),
         )
         super().__init__(features, nn.Linear(dense2, num_classes), dense, global_pool=False)
 
@@ -100,15 +121,22 @@ class CNNImprovedS4(FeatureClassifier):
     """
 
     def __init__(
-        self, num_classes: int, in_chans: int = 3, img_size: int = 32, activation: ActivationFactory | None = None,
-        block_dropout: float = 0.25, dropout: float = 0.5,
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        img_size: int = 32,
+        activation: ActivationFactory | None = None,
+        block_dropout: float = 0.25,
+        dropout: float = 0.5,
     ) -> None:
         act = activation or ReLU
         layers: list[nn.Module] = []
         for width in (32, 64, 128):
             layers += [
-                ConvBlock(in_chans, width, 3, activation=act), ConvBlock(width, width, 3, activation=act),
-                nn.MaxPool2d(2), nn.Dropout(block_dropout),
+                ConvBlock(in_chans, width, 3, activation=act),
+                ConvBlock(width, width, 3, activation=act),
+                nn.MaxPool2d(2),
+                nn.Dropout(block_dropout),
             ]
             in_chans = width
         super().__init__(nn.Sequential(*layers), nn.Linear(256, num_classes), _mlp(128, 256, act, dropout))
@@ -128,14 +156,23 @@ class CNNResidualS4(FeatureClassifier):
     """
 
     def __init__(
-        self, num_classes: int, in_chans: int = 3, img_size: int = 32, activation: ActivationFactory | None = None,
-        block_dropout: float = 0.25, dropout: float = 0.5,
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        img_size: int = 32,
+        activation: ActivationFactory | None = None,
+        block_dropout: float = 0.25,
+        dropout: float = 0.5,
     ) -> None:
         act = activation or ReLU
         features = nn.Sequential(
             ConvBlock(in_chans, 64, 3, activation=act),
-            basic_residual_block(64, 64, act, project=True), nn.MaxPool2d(2), nn.Dropout(block_dropout),
-            basic_residual_block(64, 128, act), nn.MaxPool2d(2), nn.Dropout(block_dropout),
+            basic_residual_block(64, 64, act, project=True),
+            nn.MaxPool2d(2),
+            nn.Dropout(block_dropout),
+            basic_residual_block(64, 128, act),
+            nn.MaxPool2d(2),
+            nn.Dropout(block_dropout),
             basic_residual_block(128, 256, act),
         )
         super().__init__(features, nn.Linear(512, num_classes), _mlp(256, 512, act, dropout))

@@ -77,26 +77,47 @@ BlockLayers = list[tuple[str, Optional[str]]]
 
 MOBILENETV2_BLOCKS: dict[str, BlockLayers] = {
     "DepthwiseSeparableConv": [  # the first block, "expanded_conv": no expansion
-        ("depthwise", "conv_dw"), ("depthwise_BN", "bn1"), ("depthwise_relu", None),
-        ("project", "conv_pw"), ("project_BN", "bn2"),
+        ("depthwise", "conv_dw"),
+        ("depthwise_BN", "bn1"),
+        ("depthwise_relu", None),
+        ("project", "conv_pw"),
+        ("project_BN", "bn2"),
     ],
     "InvertedResidual": [
-        ("expand", "conv_pw"), ("expand_BN", "bn1"), ("expand_relu", None), ("pad", None),
-        ("depthwise", "conv_dw"), ("depthwise_BN", "bn2"), ("depthwise_relu", None),
-        ("project", "conv_pwl"), ("project_BN", "bn3"),
+        ("expand", "conv_pw"),
+        ("expand_BN", "bn1"),
+        ("expand_relu", None),
+        ("pad", None),
+        ("depthwise", "conv_dw"),
+        ("depthwise_BN", "bn2"),
+        ("depthwise_relu", None),
+        ("project", "conv_pwl"),
+        ("project_BN", "bn3"),
     ],
 }
 EFFICIENTNETV2_BLOCKS: dict[str, BlockLayers] = {
     "ConvBnAct": [("project_conv", "conv"), ("project_bn", "bn1"), ("project_activation", None)],  # fused, no expansion
     "EdgeResidual": [  # fused MBConv
-        ("expand_conv", "conv_exp"), ("expand_bn", "bn1"), ("expand_activation", None),
-        ("project_conv", "conv_pwl"), ("project_bn", "bn2"),
+        ("expand_conv", "conv_exp"),
+        ("expand_bn", "bn1"),
+        ("expand_activation", None),
+        ("project_conv", "conv_pwl"),
+        ("project_bn", "bn2"),
     ],
     "InvertedResidual": [  # MBConv with squeeze-excitation
-        ("expand_conv", "conv_pw"), ("expand_bn", "bn1"), ("expand_activation", None),
-        ("dwconv2", "conv_dw"), ("bn", "bn2"), ("activation", None),
-        ("se_squeeze", None), ("se_reshape", None), ("se_reduce", "se.conv_reduce"), ("se_expand", "se.conv_expand"),
-        ("se_excite", None), ("project_conv", "conv_pwl"), ("project_bn", "bn3"),
+        ("expand_conv", "conv_pw"),
+        ("expand_bn", "bn1"),
+        ("expand_activation", None),
+        ("dwconv2", "conv_dw"),
+        ("bn", "bn2"),
+        ("activation", None),
+        ("se_squeeze", None),
+        ("se_reshape", None),
+        ("se_reduce", "se.conv_reduce"),
+        ("se_expand", "se.conv_expand"),
+        ("se_excite", None),
+        ("project_conv", "conv_pwl"),
+        ("project_bn", "bn3"),
     ],
 }
 
@@ -111,7 +132,9 @@ def _block_layers(prefix: str, path: str, layers: BlockLayers) -> list[KerasLaye
 
 def _blocks(backbone: nn.Module) -> list[tuple[int, int, str, nn.Module]]:
     """(stage, index in stage, path, block) of a timm EfficientNet-family backbone, input end first."""
-    return [(s, i, f"blocks.{s}.{i}", block) for s, stage in enumerate(backbone.blocks) for i, block in enumerate(stage)]
+    return [
+        (s, i, f"blocks.{s}.{i}", block) for s, stage in enumerate(backbone.blocks) for i, block in enumerate(stage)
+    ]
 
 
 def _mobilenetv2(backbone: nn.Module) -> list[KerasLayer]:
@@ -129,14 +152,25 @@ def _mobilenetv2(backbone: nn.Module) -> list[KerasLayer]:
 
 def _resnet50(backbone: nn.Module) -> list[KerasLayer]:
     layers = [
-        _layer("input_layer"), _layer("conv1_pad"), _layer("conv1_conv", "conv1"), _layer("conv1_bn", "bn1"),
-        _layer("conv1_relu"), _layer("pool1_pad"), _layer("pool1_pool"),
+        _layer("input_layer"),
+        _layer("conv1_pad"),
+        _layer("conv1_conv", "conv1"),
+        _layer("conv1_bn", "bn1"),
+        _layer("conv1_relu"),
+        _layer("pool1_pad"),
+        _layer("pool1_pool"),
     ]
     for stage in range(1, 5):
         for index, block in enumerate(getattr(backbone, f"layer{stage}")):
             prefix, path = f"conv{stage + 1}_block{index + 1}_", f"layer{stage}.{index}"
-            main = [("1_conv", "conv1"), ("1_bn", "bn1"), ("1_relu", None), ("2_conv", "conv2"), ("2_bn", "bn2"),
-                    ("2_relu", None)]
+            main = [
+                ("1_conv", "conv1"),
+                ("1_bn", "bn1"),
+                ("1_relu", None),
+                ("2_conv", "conv2"),
+                ("2_bn", "bn2"),
+                ("2_relu", None),
+            ]
             if block.downsample is None:
                 tail = [("3_conv", "conv3"), ("3_bn", "bn3")]
             else:  # Keras lists the shortcut's conv before the main path's last conv, then both BatchNorms
@@ -159,5 +193,7 @@ def _efficientnetv2(backbone: nn.Module) -> list[KerasLayer]:
 
 
 _BUILDERS: dict[str, Callable[[nn.Module], list[KerasLayer]]] = {
-    "MobileNetV2": _mobilenetv2, "ResNet50": _resnet50, "EfficientNetV2B0": _efficientnetv2,
+    "MobileNetV2": _mobilenetv2,
+    "ResNet50": _resnet50,
+    "EfficientNetV2B0": _efficientnetv2,
 }

@@ -32,8 +32,13 @@ class MobileNetV1(FeatureClassifier):
     """Keras MobileNet v1 (alpha 1.0) with ``width_mult`` as Keras' alpha and ``drop_rate`` its dropout."""
 
     def __init__(
-        self, num_classes: int, in_chans: int = 3, img_size: int = 32, activation: ActivationFactory | None = None,
-        width_mult: float = 1.0, drop_rate: float = 1e-3,
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        img_size: int = 32,
+        activation: ActivationFactory | None = None,
+        width_mult: float = 1.0,
+        drop_rate: float = 1e-3,
     ) -> None:
         act = activation or nn.ReLU6
         chans = int(32 * width_mult)

@@ -49,19 +49,40 @@ def _rows(table: list[tuple]) -> list[BottleneckSpec]:
 
 
 # kernel, expansion, out, SE, activation, stride (S0 `_get_config`)
-SMALL = _rows([
-    (3, 16, 16, True, "RE", 2), (3, 72, 24, False, "RE", 2), (3, 88, 24, False, "RE", 1),
-    (5, 96, 40, True, "HS", 2), (5, 240, 40, True, "HS", 1), (5, 240, 40, True, "HS", 1),
-    (5, 120, 48, True, "HS", 1), (5, 144, 48, True, "HS", 1), (5, 288, 96, True, "HS", 2),
-    (5, 576, 96, True, "HS", 1), (5, 576, 96, True, "HS", 1),
-])
-LARGE = _rows([
-    (3, 16, 16, False, "RE", 1), (3, 64, 24, False, "RE", 2), (3, 72, 24, False, "RE", 1),
-    (5, 72, 40, True, "RE", 2), (5, 120, 40, True, "RE", 1), (5, 120, 40, True, "RE", 1),
-    (3, 240, 80, False, "HS", 2), (3, 200, 80, False, "HS", 1), (3, 184, 80, False, "HS", 1),
-    (3, 184, 80, False, "HS", 1), (3, 480, 112, True, "HS", 1), (3, 672, 112, True, "HS", 1),
-    (5, 672, 160, True, "HS", 2), (5, 960, 160, True, "HS", 1), (5, 960, 160, True, "HS", 1),
-])
+SMALL = _rows(
+    [
+        (3, 16, 16, True, "RE", 2),
+        (3, 72, 24, False, "RE", 2),
+        (3, 88, 24, False, "RE", 1),
+        (5, 96, 40, True, "HS", 2),
+        (5, 240, 40, True, "HS", 1),
+        (5, 240, 40, True, "HS", 1),
+        (5, 120, 48, True, "HS", 1),
+        (5, 144, 48, True, "HS", 1),
+        (5, 288, 96, True, "HS", 2),
+        (5, 576, 96, True, "HS", 1),
+        (5, 576, 96, True, "HS", 1),
+    ]
+)
+LARGE = _rows(
+    [
+        (3, 16, 16, False, "RE", 1),
+        (3, 64, 24, False, "RE", 2),
+        (3, 72, 24, False, "RE", 1),
+        (5, 72, 40, True, "RE", 2),
+        (5, 120, 40, True, "RE", 1),
+        (5, 120, 40, True, "RE", 1),
+        (3, 240, 80, False, "HS", 2),
+        (3, 200, 80, False, "HS", 1),
+        (3, 184, 80, False, "HS", 1),
+        (3, 184, 80, False, "HS", 1),
+        (3, 480, 112, True, "HS", 1),
+        (3, 672, 112, True, "HS", 1),
+        (5, 672, 160, True, "HS", 2),
+        (5, 960, 160, True, "HS", 1),
+        (5, 960, 160, True, "HS", 1),
+    ]
+)
 # mode -> (table, last conv channels, pre-classifier width)
 CONFIGS = {"small": (SMALL, 576, 1024), "large": (LARGE, 960, 1280)}
 HYBRID_BRANCH_WIDTH = 256  # width of each of the two fused embeddings (S0)
@@ -72,8 +93,15 @@ class Bottleneck(nn.Module):
     """Inverted residual: 1x1 expand, depthwise kxk, optional SE, linear 1x1 projection."""
 
     def __init__(
-        self, in_chans: int, out_chans: int, expansion: int, kernel: int, stride: int, se: bool,
-        activation: ActivationFactory, se_reduction: int = 4,
+        self,
+        in_chans: int,
+        out_chans: int,
+        expansion: int,
+        kernel: int,
+        stride: int,
+        se: bool,
+        activation: ActivationFactory,
+        se_reduction: int = 4,
     ) -> None:
         super().__init__()
         self.use_residual = stride == 1 and in_chans == out_chans
@@ -130,10 +158,18 @@ class MobileNetV3(nn.Module):
         chans = stem_chans
         for row in table:
             out = make_divisible(row.out * width_mult)
-            features.append(Bottleneck(
-                chans, out, make_divisible(row.expansion * width_mult), row.kernel, row.stride, row.se,
-                deep_activation if row.deep else ReLU, se_reduction,
-            ))
+            features.append(
+                Bottleneck(
+                    chans,
+                    out,
+                    make_divisible(row.expansion * width_mult),
+                    row.kernel,
+                    row.stride,
+                    row.se,
+                    deep_activation if row.deep else ReLU,
+                    se_reduction,
+                )
+            )
             chans = out
         last_conv = make_divisible(last_conv * width_mult)
         features.append(ConvBlock(chans, last_conv, 1, activation=deep_activation))
@@ -145,8 +181,10 @@ class MobileNetV3(nn.Module):
             self.embedding = nn.Linear(pre_classifier, HYBRID_BRANCH_WIDTH)
             self.hog = HOG(hog_orientations, hog_pixels_per_cell, hog_cells_per_block)
             self.hog_branch = nn.Sequential(
-                nn.Linear(self.hog.output_dim(img_size), HOG_HIDDEN_WIDTH), nn.ReLU(),
-                nn.Linear(HOG_HIDDEN_WIDTH, HYBRID_BRANCH_WIDTH), nn.ReLU(),
+                nn.Linear(self.hog.output_dim(img_size), HOG_HIDDEN_WIDTH),
+                nn.ReLU(),
+                nn.Linear(HOG_HIDDEN_WIDTH, HYBRID_BRANCH_WIDTH),
+                nn.ReLU(),
             )
             self.num_features = 2 * HYBRID_BRANCH_WIDTH
             self.head = nn.Linear(self.num_features, num_classes)
@@ -181,4 +219,3 @@ class MobileNetV3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.forward_embedding(x)))
-

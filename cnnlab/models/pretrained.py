@@ -29,7 +29,8 @@ class PretrainedWeightsUnavailable(RuntimeError):
 
 
 def save_backbone_weights(name: str, path: str) -> None:
-    """Download timm model ``name``'s ImageNet weights; save its backbone state dict to ``path`` for ``weights_path``."""
+    """Download timm model ``name``'s ImageNet weights; save its backbone state dict to ``path`` for
+    ``weights_path``."""
     torch.save(timm.create_model(name, pretrained=True, num_classes=0).state_dict(), path)
 
 
@@ -135,7 +136,9 @@ def resnet50_pretrained(**kwargs) -> TimmClassifier:
 def efficientnetv2_b0(**kwargs) -> TimmClassifier:
     """S4: EfficientNetV2-B0 (timm tf_efficientnetv2_b0, the Keras weights), head GAP, Dense(512, ReLU),
     Dropout(0.5), Dense(k); stochastic depth 0.2 as Keras' EfficientNetV2B0 (``drop_connect_rate``)."""
-    return TimmClassifier(**{"name": "tf_efficientnetv2_b0", "hidden": 512, "drop_rate": 0.5, "drop_path_rate": 0.2, **kwargs})
+    return TimmClassifier(
+        **{"name": "tf_efficientnetv2_b0", "hidden": 512, "drop_rate": 0.5, "drop_path_rate": 0.2, **kwargs}
+    )
 
 
 if __name__ == "__main__":  # python -m cnnlab.models.pretrained TIMM_NAME FILE

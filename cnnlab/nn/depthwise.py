@@ -33,6 +33,7 @@ def _tap_index(
 ) -> torch.Tensor:
     """For each (output position, input position) pair, the kernel tap linking them, or ``kernel**2``
     (a discarded slot) when none does; flattened in the Gram matrix's order."""
+
     def offsets(in_len: int, out_len: int) -> torch.Tensor:  # (out_len, in_len): tap offset along one axis
         return torch.arange(in_len, device=device) - stride * torch.arange(out_len, device=device)[:, None] + padding
 
@@ -93,7 +94,12 @@ class DepthwiseConv2d(nn.Conv2d):
     (torch's own gradient, as the benchmark's conventional recipe trains), it is ``nn.Conv2d``."""
 
     def __init__(
-        self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = False,
+        self,
+        channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        bias: bool = False,
         gram_gradient: bool = True,
     ) -> None:
         super().__init__(channels, channels, kernel_size, stride, padding, groups=channels, bias=bias)

@@ -49,7 +49,9 @@ def preloaded_allocator(maps: Path = PROCESS_MAPS) -> str | None:
         mapped = {Path(line.split()[-1]).name for line in maps.read_text().splitlines() if "/" in line}
     except OSError:
         return None
-    return next((name for prefix, name in PRELOADABLE_ALLOCATORS.items() if any(m.startswith(prefix) for m in mapped)), None)
+    return next(
+        (name for prefix, name in PRELOADABLE_ALLOCATORS.items() if any(m.startswith(prefix) for m in mapped)), None
+    )
 
 
 def keep_freed_memory() -> bool:
@@ -60,9 +62,18 @@ def keep_freed_memory() -> bool:
     or jemalloc or tcmalloc preloaded).
     """
     global _tuned
-    if not _tuned and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" and preloaded_allocator() is None:
+    if (
+        not _tuned
+        and platform.system() == "Linux"
+        and platform.libc_ver()[0] == "glibc"
+        and preloaded_allocator() is None
+    ):
         libc = ctypes.CDLL("libc.so.6")
-        settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES), (M_MMAP_MAX, MMAP_MAX), (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+        settings = (
+            (M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),
+            (M_MMAP_MAX, MMAP_MAX),
+            (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
+        )
         _tuned = all([bool(libc.mallopt(parameter, value)) for parameter, value in settings])
     return _tuned
 

@@ -37,7 +37,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             Path(tmp_name).unlink(missing_ok=True)
             reason = _disk_full(error)
             if reason:
-                previous = f"the previous {path.name} is intact" if path.is_file() else f"no earlier {path.name} was there"
+                previous = (
+                    f"the previous {path.name} is intact" if path.is_file() else f"no earlier {path.name} was there"
+                )
                 raise CnnlabError(
                     f"{reason} while saving checkpoint {path}; {previous}. Free space there, or start the run on "
                     "another disk (paths.log_dir=... or hydra.run.dir=...)"

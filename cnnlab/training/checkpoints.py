@@ -24,7 +24,11 @@ def resolve_checkpoint(ckpt_path: str | None, output_dir: Path) -> str | None:
         return None
     path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
     if not path.is_file():
-        hint = " (ckpt_path=last looks in the run dir: pass the killed run's hydra.run.dir=...)" if ckpt_path == "last" else ""
+        hint = (
+            " (ckpt_path=last looks in the run dir: pass the killed run's hydra.run.dir=...)"
+            if ckpt_path == "last"
+            else ""
+        )
         raise CnnlabError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
     return str(path)
 

@@ -64,9 +64,7 @@ def interrupt_message(stopped: signal.Signals, output_dir: Path) -> str:
     checkpoints = output_dir / "checkpoints"
     parts = [f"interrupted by {stopped.name}"]
     if (checkpoints / "last.ckpt").is_file():
-        parts.append(
-            f"resume exactly from the last finished epoch with ckpt_path=last hydra.run.dir={output_dir}"
-        )
+        parts.append(f"resume exactly from the last finished epoch with ckpt_path=last hydra.run.dir={output_dir}")
     if (checkpoints / "interrupted.ckpt").is_file():
         parts.append(
             f"{checkpoints / 'interrupted.ckpt'} holds the weights at the interruption, mid-epoch: a resume from it "

@@ -24,8 +24,13 @@ OPTIONAL_PACKAGES = {
 def require_logger_packages(logger_cfg: Any) -> None:
     """Stop before any data is loaded, with the install command, when a configured logger's package is
     missing (Lightning would fail only when the logger is built, with a traceback)."""
-    require(*(OPTIONAL_PACKAGES[c["_target_"]] for c in (logger_cfg or {}).values()
-              if c and c.get("_target_") in OPTIONAL_PACKAGES))
+    require(
+        *(
+            OPTIONAL_PACKAGES[c["_target_"]]
+            for c in (logger_cfg or {}).values()
+            if c and c.get("_target_") in OPTIONAL_PACKAGES
+        )
+    )
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -61,7 +66,8 @@ class RunCSVLogger(CSVLogger):
             reader = csv.DictReader(file)
             fieldnames = reader.fieldnames or []
             kept = [
-                row for row in reader
+                row
+                for row in reader
                 if int(row["step"]) < global_step and not any(row[k] for k in fieldnames if k.startswith("test/"))
             ]
         tmp = path.with_suffix(".csv.tmp")

@@ -27,12 +27,18 @@ class CrossEntropyLoss(nn.Module):
 
     def bind(self, net: nn.Module) -> CrossEntropyLoss:
         """Find the kernels of the layers named in ``l2``; a ValueError names an unknown layer and close names."""
-        modules = {name: module for name, module in net.named_modules() if isinstance(getattr(module, "weight", None), nn.Parameter)}
+        modules = {
+            name: module
+            for name, module in net.named_modules()
+            if isinstance(getattr(module, "weight", None), nn.Parameter)
+        }
         self._penalized = []
         for name, strength in self.l2.items():
             if name not in modules:
                 close = difflib.get_close_matches(name, list(modules), n=3, cutoff=0.4)
-                hint = f"; did you mean {', '.join(close)}?" if close else f"; layers with weights: {', '.join(modules)}"
+                hint = (
+                    f"; did you mean {', '.join(close)}?" if close else f"; layers with weights: {', '.join(modules)}"
+                )
                 raise ValueError(f"loss.l2: the network has no layer {name!r} with a weight{hint}")
             self._penalized.append((float(strength), modules[name].weight))
         return self

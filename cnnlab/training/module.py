@@ -30,13 +30,18 @@ def model_config(model: dict) -> dict:
     arguments moved under ``net`` hold them flat beside the switches; they are regrouped here."""
     if "net" in model:
         return model
-    return {"net": {k: v for k, v in model.items() if k not in RUNTIME_KEYS}, **{k: model[k] for k in RUNTIME_KEYS if k in model}}
+    return {
+        "net": {k: v for k, v in model.items() if k not in RUNTIME_KEYS},
+        **{k: model[k] for k in RUNTIME_KEYS if k in model},
+    }
 
 
 def build_network(net: dict, activation: dict | None, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     """Instantiate a network from its builder config (a model config's ``net``) and an activation config."""
     activation_factory = instantiate(activation) if activation else None
-    return instantiate(net, num_classes=num_classes, in_chans=in_chans, img_size=img_size, activation=activation_factory)
+    return instantiate(
+        net, num_classes=num_classes, in_chans=in_chans, img_size=img_size, activation=activation_factory
+    )
 
 
 def without_compiled_copy(state_dict: dict[str, Any]) -> dict[str, Any]:
@@ -138,8 +143,15 @@ class ImageClassifier(LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test", self.test_metrics)
         self.log("test/f1_macro", self.test_f1)
-        logits, labels = zip(*self._test_outputs) if self._test_outputs else ((torch.empty(0, 0),), (torch.empty(0, dtype=torch.long),))
-        self.test_logits, self.test_labels = self._gather_in_order(torch.cat(logits)), self._gather_in_order(torch.cat(labels))
+        logits, labels = (
+            zip(*self._test_outputs)
+            if self._test_outputs
+            else ((torch.empty(0, 0),), (torch.empty(0, dtype=torch.long),))
+        )
+        self.test_logits, self.test_labels = (
+            self._gather_in_order(torch.cat(logits)),
+            self._gather_in_order(torch.cat(labels)),
+        )
         self._test_outputs = []
 
     def _gather_in_order(self, values: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,9 @@ def choose_precision(requested: str | int, accelerator: str, bf16_on_cpu: bool) 
 
 def run_precision(cfg: DictConfig) -> tuple[str, str]:
     """:func:`choose_precision` for a composed run config."""
-    return choose_precision(cfg.trainer.precision, str(cfg.trainer.accelerator), bool(cfg.model.get("bf16_on_cpu", False)))
+    return choose_precision(
+        cfg.trainer.precision, str(cfg.trainer.accelerator), bool(cfg.model.get("bf16_on_cpu", False))
+    )
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

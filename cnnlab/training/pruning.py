@@ -36,8 +36,9 @@ class OptunaPruning(Callback):
     """Report ``monitor`` after every validation to this job's Optuna trial; stop training when the
     ``pruner`` says so. Does nothing outside an Optuna multirun (single runs, other sweepers)."""
 
-    def __init__(self, pruner: optuna.pruners.BasePruner, study_name: str | None, storage: str | None,
-                 monitor: str = "val/acc") -> None:
+    def __init__(
+        self, pruner: optuna.pruners.BasePruner, study_name: str | None, storage: str | None, monitor: str = "val/acc"
+    ) -> None:
         self.pruner = pruner
         self.study_name = study_name
         self.storage = storage

@@ -88,8 +88,11 @@ def _computed(name: str, value: Any) -> str:
         return kind + "(" + ", ".join(f"{k}={_value(v)}" for k, v in value.items() if k != "class") + ")"
     if name == "search_space":
         return "; ".join(
-            f"`{key}` log-uniform in [{_value(space['log'][0])}, {_value(space['log'][1])}]" if isinstance(space, dict)
-            else f"`{key}` in {{{', '.join(_value(v) for v in space)}}}" for key, space in value.items())
+            f"`{key}` log-uniform in [{_value(space['log'][0])}, {_value(space['log'][1])}]"
+            if isinstance(space, dict)
+            else f"`{key}` in {{{', '.join(_value(v) for v in space)}}}"
+            for key, space in value.items()
+        )
     raise ValueError(f"unknown computed quantity {name!r}")
 
 
@@ -104,8 +107,13 @@ def cnnlab_cell(entry: dict[str, Any]) -> str:
 
 
 def status_cell(status: str, framework: str) -> str:
-    return {"stated": "as stated", "framework": f"{framework} default / meaning", "silent": "our choice",
-            "ambiguous": "our reading", "differs": "differs"}[status]
+    return {
+        "stated": "as stated",
+        "framework": f"{framework} default / meaning",
+        "silent": "our choice",
+        "ambiguous": "our reading",
+        "differs": "differs",
+    }[status]
 
 
 def _cell(text: str) -> str:
@@ -127,8 +135,12 @@ def study_table(study: dict[str, Any]) -> str:
     order: list[str] = []
     for run_id, run in runs.items():
         for entry in run["settings"]:
-            key = (entry["setting"], status_cell(entry["status"], study["framework"]),
-                   f"{entry.get('study', '')} ({entry['source']})", cnnlab_cell(entry))
+            key = (
+                entry["setting"],
+                status_cell(entry["status"], study["framework"]),
+                f"{entry.get('study', '')} ({entry['source']})",
+                cnnlab_cell(entry),
+            )
             rows.setdefault(key, []).append(run_id)
             if entry["setting"] not in order:
                 order.append(entry["setting"])
@@ -141,18 +153,22 @@ def study_table(study: dict[str, Any]) -> str:
     counts = Counter(key[1] for key in rows)
     tally = ", ".join(f"{n} {status}" for status, n in counts.most_common())
     # folded, so the study table above stays in view; the summary line tells where cnnlab departs
-    return "\n".join(["<details>", f"<summary><b>{study['title']}</b>: {tally}</summary>", "", *table, "", "</details>"])
+    return "\n".join(
+        ["<details>", f"<summary><b>{study['title']}</b>: {tally}</summary>", "", *table, "", "</details>"]
+    )
 
 
 def section(record: dict[str, Any]) -> str:
     """The block README.md holds between BEGIN and END (markers included)."""
-    intro = ("Every setting each study reports, and every setting it leaves open, for each run of the table "
-             "above. *as stated*: cnnlab does what the study says; *default / meaning*: the study leaves the "
-             "value to its framework (PyTorch for S0, Keras for S1-S4), and cnnlab reproduces that framework's "
-             "default or semantics; *our choice*: the study is silent; *our reading*: the study is unclear or "
-             "contradicts itself; *differs*: cnnlab deliberately does otherwise. Sections are the seed's. "
-             "The cnnlab column holds what `tests/test_fidelity.py` checks in the composed config "
-             "(`tests/reference/studies.yaml` is the record).")
+    intro = (
+        "Every setting each study reports, and every setting it leaves open, for each run of the table "
+        "above. *as stated*: cnnlab does what the study says; *default / meaning*: the study leaves the "
+        "value to its framework (PyTorch for S0, Keras for S1-S4), and cnnlab reproduces that framework's "
+        "default or semantics; *our choice*: the study is silent; *our reading*: the study is unclear or "
+        "contradicts itself; *differs*: cnnlab deliberately does otherwise. Sections are the seed's. "
+        "The cnnlab column holds what `tests/test_fidelity.py` checks in the composed config "
+        "(`tests/reference/studies.yaml` is the record)."
+    )
     tables = "\n\n".join(study_table(study) for study in record["studies"].values())
     return f"{BEGIN}\n{intro}\n\n{tables}\n{END}\n"
 
