@@ -151,9 +151,9 @@ def run_sampled(args: list[str], env: dict, cache_file: Path, interval: float = 
     return {"args": args, "wall_sec": round(time.perf_counter() - start, 1), "peak": peak}
 
 
-def measure_memory(opts: argparse.Namespace, root: Path, cache_dir: Path, cache_file: Path) -> dict:
-    env = {**os.environ, **ENV, "CNNLAB_CACHE_DIR": str(cache_dir)}
-    common = [
+def run_overrides(opts: argparse.Namespace, root: Path, runs_dir: str, *extra: str) -> list[str]:
+    """One training epoch on the generated folder, no test, no progress bar, each run in its own dir."""
+    return [
         "data=eurosat",
         f"data.root={root}",
         "data.download=false",
@@ -163,9 +163,15 @@ def measure_memory(opts: argparse.Namespace, root: Path, cache_dir: Path, cache_
         "test=false",
         "callbacks.progress_bar=null",
         "+trainer.enable_progress_bar=false",
-        f"hydra.run.dir={opts.workdir}/runs/${{now:%H-%M-%S-%f}}",
+        *extra,
+        f"hydra.run.dir={opts.workdir}/{runs_dir}/${{now:%H-%M-%S-%f}}",
         *opts.overrides,
     ]
+
+
+def measure_memory(opts: argparse.Namespace, root: Path, cache_dir: Path, cache_file: Path) -> dict:
+    env = {**os.environ, **ENV, "CNNLAB_CACHE_DIR": str(cache_dir)}
+    common = run_overrides(opts, root, "runs")
     layouts = {"one_process": [], "two_process_ddp": ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]}
     variants = {"mmap_cache": []} | ({"in_memory": ["data.cache=false"]} if opts.in_memory else {})
     runs = {
@@ -332,20 +338,7 @@ def run_limited(args: list[str], env: dict, group: Path, peak_file: str) -> dict
 
 def measure_limited(opts: argparse.Namespace, root: Path, cache_dir: Path, cache_file: Path) -> dict:
     env = {**os.environ, **ENV, "CNNLAB_CACHE_DIR": str(cache_dir)}
-    common = [
-        "data=eurosat",
-        f"data.root={root}",
-        "data.download=false",
-        f"data.img_size={opts.img_size}",
-        f"model={opts.model}",
-        "trainer.max_epochs=1",
-        "test=false",
-        "callbacks.progress_bar=null",
-        "+trainer.enable_progress_bar=false",
-        f"trainer.limit_train_batches={opts.limit_train_batches}",
-        f"hydra.run.dir={opts.workdir}/limited/${{now:%H-%M-%S-%f}}",
-        *opts.overrides,
-    ]
+    common = run_overrides(opts, root, "limited", f"trainer.limit_train_batches={opts.limit_train_batches}")
     runs = {}
     with memory_cgroup(opts.memory_max_mb * 2**20) as (group, peak_file):
         evict(cache_file)  # pages already cached were charged to whoever read them first
