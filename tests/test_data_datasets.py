@@ -142,7 +142,7 @@ def test_augmentation_only_on_train(tmp_path):
 
 
 def test_model_inputs_augments_only_when_asked_and_normalizes(tmp_path):
-    """What on_after_batch_transfer applies (and cnnlab-bench's feed mode calls directly)."""
+    """What on_after_batch_transfer applies (and benchmarks/bench.py's feed mode calls directly)."""
     root = write_eurosat(tmp_path / "data", per_class=5)
     dm = datamodule(EuroSATDataModule, root, augment=BatchAugment(hflip=1.0), mean=[0.5] * 3, std=[0.25] * 3)
     images, labels = next(iter(dm.train_dataloader()))
