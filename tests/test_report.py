@@ -13,6 +13,7 @@ from conftest import read_results, run_cli
 from sklearn.metrics import classification_report, confusion_matrix
 
 from cnnlab.evaluation.metrics import compute_metrics
+from cnnlab.evaluation.plots import learning_curves_figure
 from cnnlab.evaluation.report import read_history, write_report
 from cnnlab.inference import Predictions
 
@@ -132,6 +133,24 @@ def run_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     cwd = tmp_path_factory.mktemp("report_run")
     run_cli(["debug=fast", "trainer.max_epochs=2", f"model={request.param}", "hydra.run.dir=run"], cwd)
     return cwd / "run"
+
+
+@pytest.mark.parametrize(
+    ("rates", "marked"),
+    [
+        ([1e-3] * 10 + [2e-4] * 10 + [4e-5] * 10, [10, 20]),  # ReduceLROnPlateau's two drops
+        ([1e-3 * (1 + np.cos(np.pi * e / 30)) / 2 for e in range(30)], []),  # cosine: a new rate every epoch
+    ],
+)
+def test_learning_curves_mark_the_schedules_steps_not_every_epoch(rates: list[float], marked: list[int]) -> None:
+    history = {"train/loss": {e: 1.0 / (e + 1) for e in range(30)}, "lr-Adam": dict(enumerate(rates))}
+    figure = learning_curves_figure(history, best_epoch=None)
+    for ax in figure.axes:
+        dotted_verticals = [
+            line for line in ax.get_lines() if line.get_linestyle() == ":" and len(set(line.get_xdata())) == 1
+        ]
+        vertical = [line.get_xdata()[0] for line in dotted_verticals]
+        assert vertical == marked
 
 
 def test_a_run_writes_every_report_file(run_dir: Path) -> None:

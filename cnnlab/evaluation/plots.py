@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # the sweep summary draws without importing torch and scikit-
 
 # above this many classes, cell values and bar labels would overlap
 MAX_ANNOTATED_CLASSES = 25
+# more learning-rate changes than this (a schedule that changes it every epoch) are not marked on the curves
+MAX_MARKED_LR_CHANGES = 10
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -89,8 +91,8 @@ def roc_curves_figure(roc: dict[str, RocCurve], auroc_macro: float) -> Figure:
 
 
 def learning_curves_figure(history: dict[str, dict[int, float]], best_epoch: int | None) -> Figure:
-    """Loss and accuracy per epoch (train vs val) and the learning rate; the best epoch and every LR
-    change are marked with vertical lines on all panels."""
+    """Loss and accuracy per epoch (train vs val) and the learning rate; the best epoch and the LR's steps
+    (up to :data:`MAX_MARKED_LR_CHANGES`) are marked with vertical lines on all panels."""
     lr_keys = sorted(k for k in history if k.startswith("lr-"))
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for ax, quantity in zip(axes, ("loss", "acc")):
@@ -107,8 +109,11 @@ def learning_curves_figure(history: dict[str, dict[int, float]], best_epoch: int
     axes[2].set(xlabel="epoch", ylabel="learning rate", title="Learning rate")
     if lr_keys and all(v > 0 for k in lr_keys for v in history[k].values()):
         axes[2].set_yscale("log")
+    # marked where the schedule steps (plateau drops, two-stage unfreezing); a schedule that changes the rate
+    # every epoch (cosine) has its own panel, and a line per epoch would hide the curves
+    changes = sorted(set(lr_changes)) if len(set(lr_changes)) <= MAX_MARKED_LR_CHANGES else []
     for ax in axes:
-        for i, epoch in enumerate(sorted(set(lr_changes))):
+        for i, epoch in enumerate(changes):
             ax.axvline(epoch, color="grey", ls=":", lw=1, label="LR change" if i == 0 else None)
         if best_epoch is not None:
             ax.axvline(best_epoch, color="tab:red", ls="--", lw=1, label=f"best epoch ({best_epoch})")
