@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import run_console_script
 from hydra import compose, initialize_config_module
 from PIL import Image
 from sklearn.datasets import load_digits
@@ -224,29 +225,24 @@ def test_predict_matches_cnnlab_eval_on_the_same_images(checkpoint, tmp_path):
 
 def test_predict_skips_missing_inputs_and_urls_and_fails_only_when_nothing_was_predicted(checkpoint, images, tmp_path):
     """One missing file or a URL no longer aborts the batch: the rest is predicted, each failure listed."""
-    script = Path(sys.executable).parent / "cnnlab-predict"
+    script = str(Path(sys.executable).parent / "cnnlab-predict")
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
     url, missing, image = "https://example.com/cat.png", tmp_path / "missing.png", images / "digit0.png"
     out = tmp_path / "out"
-    result = subprocess.run(
-        [str(script), f"ckpt_path={checkpoint}", f"inputs=[{missing},{url},{image}]", f"output_dir={out}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
+    result = run_console_script(
+        script, [f"ckpt_path={checkpoint}", f"inputs=[{missing},{url},{image}]", f"output_dir={out}"], tmp_path, env
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     assert [row["path"] for row in csv.DictReader((out / "predictions.csv").open())] == [str(image)]
     listed = dict(line.split("\t") for line in (out / "unreadable.txt").read_text().splitlines())
     assert listed == {str(missing): "no such file or folder", url: listed[url]} and "does not download" in listed[url]
     assert "2 inputs not predicted" in result.stdout and url in result.stdout
 
-    result = subprocess.run(
-        [str(script), f"ckpt_path={checkpoint}", f"inputs=[{missing},{url}]", f"output_dir={out}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
+    result = run_console_script(
+        script,
+        [f"ckpt_path={checkpoint}", f"inputs=[{missing},{url}]", f"output_dir={out}"],
+        tmp_path,
+        env,
+        check=False,
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "cnnlab-predict: error: none of the 2 inputs could be predicted" in result.stderr
