@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import sys
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import pytest
 import yaml
@@ -75,3 +80,56 @@ def test_missing_logger_package_names_the_extra(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines()[-1] == message
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.glob("outputs/**/data/summary.json"))  # stopped before loading data
+
+
+def test_metrics_csv_save_stopped_by_ctrl_c_at_any_line_keeps_every_row_under_its_columns(tmp_path: Path) -> None:
+    """Ctrl-C reaching the process at any line of a metrics.csv save (a new column: the file is rewritten)
+    leaves a CSV whose rows sit under their own columns, each once, after the save Lightning makes on its
+    way out; Lightning's own save left rows with more fields than the header."""
+    from cnnlab.training.loggers import RunCSVLogger
+
+    first = {"epoch": 0, "val/loss": 1.5}
+    second = {"epoch": 0, "train/loss_epoch": 0.75}
+    line = 0
+    while True:
+        line += 1
+        writer = RunCSVLogger(str(tmp_path / f"line{line}"), name="", version="").experiment
+        writer.log_metrics(first, step=9)
+        writer.save()
+        writer.log_metrics(second, step=9)
+        interrupted = _save_with_sigint_at_line(writer, line)
+        writer.save()  # Lightning's finalize("failed")
+        with open(Path(writer.metrics_file_path), newline="") as file:
+            reader = csv.DictReader(file)
+            rows = [{k: v for k, v in row.items() if v} for row in reader]
+            assert reader.fieldnames == ["epoch", "step", "train/loss_epoch", "val/loss"], line
+        assert rows == [
+            {"epoch": "0", "step": "9", "val/loss": "1.5"},
+            {"epoch": "0", "step": "9", "train/loss_epoch": "0.75"},
+        ], line
+        if not interrupted:  # the save ran to its end before the line was reached
+            break
+    assert line > 20  # the save was stopped at every one of its lines
+
+
+def _save_with_sigint_at_line(writer: Any, line: int) -> bool:
+    """Runs ``writer.save()``, sending this process SIGINT when the ``line``-th line of Python (in any
+    function the save calls) is about to run; whether the save was interrupted."""
+    count = 0
+
+    def trace(frame: FrameType, event: str, arg: Any) -> Any:
+        nonlocal count
+        if event == "line":
+            count += 1
+            if count == line:
+                os.kill(os.getpid(), signal.SIGINT)
+        return trace
+
+    sys.settrace(trace)
+    try:
+        writer.save()
+    except KeyboardInterrupt:
+        return True
+    finally:
+        sys.settrace(None)
+    return False

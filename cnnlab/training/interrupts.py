@@ -45,6 +45,32 @@ def sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM that arrive in the block take effect at its end, through the handlers in place
+    before it: for writes a stop must not cut in two. Only the main thread can set signal handlers;
+    elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in received:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
+
+
 def stopping_signal(error: BaseException | None) -> signal.Signals | None:
     """The signal behind an exception that ended a run, or None. Lightning raises ``SIGTERMException``
     on SIGTERM and turns Ctrl-C's KeyboardInterrupt into ``sys.exit(1)``, so the chain is followed."""

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from cnnlab.extras import require
+from cnnlab.training.interrupts import signals_deferred
 
 # loggers whose package is an optional extra of cnnlab (cnnlab/extras.py), by class
 OPTIONAL_PACKAGES = {
@@ -34,13 +35,34 @@ def require_logger_packages(logger_cfg: Any) -> None:
 
 
 class _AppendingWriter(ExperimentWriter):
-    """Lightning's writer deletes an existing ``metrics.csv``; this one appends to it, so a resumed
-    run's curves start at epoch 0, not at the epoch it resumed from."""
+    """Lightning's writer, changed in two ways. It appends to an existing ``metrics.csv`` instead of
+    deleting it, so a resumed run's curves start at epoch 0, not at the epoch it resumed from. And each
+    save replaces the file whole, with Ctrl-C and SIGTERM held until it is done: Lightning's save, stopped
+    part-way, left rows with more fields than the header (values under the wrong columns), which the
+    save on Lightning's way out then appended to."""
 
     def _check_log_dir_exists(self) -> None:
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as file:
                 self.metrics_keys = sorted(csv.DictReader(file).fieldnames or [])
+
+    def save(self) -> None:
+        if not self.metrics:
+            return
+        with signals_deferred():
+            path = Path(self.metrics_file_path)
+            keys = sorted(set(self.metrics_keys).union(*self.metrics))
+            rows: list[dict[str, Any]] = []
+            if path.is_file():
+                with path.open(newline="") as file:
+                    rows = list(csv.DictReader(file))
+            tmp = path.with_suffix(".csv.tmp")
+            with tmp.open("w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=keys)
+                writer.writeheader()
+                writer.writerows(rows + self.metrics)
+            os.replace(tmp, path)
+            self.metrics_keys, self.metrics = keys, []
 
 
 class RunCSVLogger(CSVLogger):
