@@ -20,7 +20,7 @@ from cnnlab.console import filter_known_warnings, print_block, quiet_lightning, 
 from cnnlab.errors import CnnlabError
 from cnnlab.extras import missing_extra, missing_plugin
 from cnnlab.run_dirs import register_resolver
-from cnnlab.training.distributed import is_global_zero, pin_run_dir
+from cnnlab.training.distributed import close_process_group, is_global_zero, pin_run_dir
 
 log = logging.getLogger(__name__)
 register_resolver()
@@ -79,6 +79,7 @@ def main() -> None:
             raise
         sys.exit(f"cnnlab: error: {explanation}")
     finally:  # main() may be called in a process that goes on (tests)
+        close_process_group()
         if user_setting is None:
             del os.environ["HYDRA_FULL_ERROR"]
         else:

@@ -33,3 +33,12 @@ def is_global_zero() -> bool:
         return int(rank) == 0
     node_rank = os.environ.get("NODE_RANK") or os.environ.get("GROUP_RANK") or "0"
     return int(node_rank) == 0 and int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
+def close_process_group() -> None:
+    """Leave torch.distributed's process group, if this process joined one (Lightning does not): PyTorch
+    asks for it before exit, and gloo's threads still running at exit can abort a rank ("terminate called
+    without an active exception") after its work is done."""
+    distributed = sys.modules.get("torch.distributed")  # not imported: no group, and no torch to load
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
