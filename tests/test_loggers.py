@@ -125,6 +125,8 @@ def _save_with_sigint_at_line(writer: Any, line: int) -> bool:
                 os.kill(os.getpid(), signal.SIGINT)
         return trace
 
+    # Python's Ctrl-C handler, as in a terminal: a test run started in the background inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.settrace(trace)
     try:
         writer.save()
@@ -132,4 +134,5 @@ def _save_with_sigint_at_line(writer: Any, line: int) -> bool:
         return True
     finally:
         sys.settrace(None)
+        signal.signal(signal.SIGINT, previous)
     return False
