@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.train import train, write_results
+from cnnlab.training.interrupts import stopping_signal
 
 FOLD_KEYS = (
     "status",
@@ -83,10 +84,16 @@ def cross_validate(cfg: DictConfig) -> dict[str, Any]:
     for fold in range(folds):
         kept = _completed(fold_dir(output_dir, fold)) if cfg.get("ckpt_path") == "last" else None
         try:
-            fold_results.append(kept or train(fold_config(cfg, fold, output_dir)))
+            fold_results.append(kept or train(fold_config(cfg, fold, output_dir), fold_of=output_dir))
         except BaseException as error:
             interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
-            message = str(error) if isinstance(error, CnnlabError) else f"{type(error).__name__}: {error}"
+            stopped = stopping_signal(error)
+            if stopped is not None:
+                message = f"interrupted by {stopped.name}"
+            elif isinstance(error, CnnlabError):
+                message = str(error)
+            else:
+                message = f"{type(error).__name__}: {error}"
             write_results(
                 output_dir,
                 {

@@ -121,16 +121,17 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return (callback.best_model_path or None) if callback is not None else None
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, fold_of: Path | None = None) -> dict[str, Any]:
     """Fit, then test the weights ``cfg.test_weights`` names; write and return results.json.
 
     SIGTERM or Ctrl-C saves ``checkpoints/interrupted.ckpt`` (during fit), records the run as interrupted
-    and exits with 128 + the signal's number, as a shell reports a process a signal ended."""
+    and exits with 128 + the signal's number, as a shell reports a process a signal ended. ``fold_of``: the
+    cross-validation job's run dir when this run is one of its folds, for the resume command it prints."""
     with sigterm_interrupts():
-        return _train(cfg)
+        return _train(cfg, fold_of)
 
 
-def _train(cfg: DictConfig) -> dict[str, Any]:
+def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"status": "running", "environment": environment()}
@@ -211,7 +212,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             _write_learning_curves(output_dir)
         if stopped is not None:
             if is_global_zero():
-                print(f"cnnlab: {interrupt_message(stopped, output_dir)}", file=sys.stderr)
+                print(f"cnnlab: {interrupt_message(stopped, output_dir, fold_of)}", file=sys.stderr)
             raise SystemExit(128 + stopped) from None
         if _is_out_of_memory(error):
             raise CnnlabError(

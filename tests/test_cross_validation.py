@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 import statistics
+import subprocess
+import sys
+import time
 
 import pytest
-from conftest import read_results
+from conftest import cli_env, read_results
 from fakedata import write_image_folder
 
 from cnnlab.evaluation.summary import find_run_dirs
@@ -59,3 +63,36 @@ def test_without_folds_it_says_what_to_set(cnnlab):
     assert "cross_validate=true needs data.num_folds >= 2" in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
     json.dumps(result.stderr)
+
+
+def test_sigterm_in_a_fold_names_the_fold_and_the_command_that_resumes_the_job(cnnlab, tmp_path):
+    root = write_image_folder(tmp_path / "photos", per_class=9)
+    args = [*FAST, f"data.root={root}", "hydra.run.dir=outputs/cv", "seed=3"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab.cli", *args, "trainer.max_epochs=500", "callbacks.early_stopping=null"],
+        cwd=cnnlab.cwd,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run = cnnlab.cwd / "outputs/cv"
+    deadline = time.monotonic() + 300
+    while not (run / "fold_0/checkpoints/last.ckpt").is_file() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=300) == 128 + signal.SIGTERM, process.stderr.read()[-5000:]
+    message = process.stderr.read().strip().splitlines()[-1]
+    assert message == (
+        f"cnnlab: interrupted by SIGTERM; rerun with ckpt_path=last hydra.run.dir={run} to keep the finished folds "
+        "and continue fold_0 from its last finished epoch"
+    )
+    results = read_results(run)
+    assert results["status"] == "interrupted"
+    assert results["error"] == f"fold 0 ({run / 'fold_0'}): interrupted by SIGTERM"
+    assert read_results(run / "fold_0")["status"] == "interrupted"
+
+    cnnlab(*args, "ckpt_path=last", "trainer.max_epochs=3")  # the command the message gives
+    resumed = read_results(run)
+    assert resumed["status"] == "completed" and [fold["epochs_run"] for fold in resumed["folds"]] == [3, 3, 3]

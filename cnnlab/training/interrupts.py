@@ -85,13 +85,19 @@ def stopping_signal(error: BaseException | None) -> signal.Signals | None:
     return None
 
 
-def interrupt_message(stopped: signal.Signals, output_dir: Path) -> str:
-    """One line: what stopped the run, what was saved, and which checkpoint resumes it exactly."""
+def interrupt_message(stopped: signal.Signals, output_dir: Path, fold_of: Path | None = None) -> str:
+    """One line: what stopped the run, what was saved, and which checkpoint resumes it exactly. For a fold
+    of a cross-validation (``fold_of``: the job's run dir), the command that resumes the whole job."""
     checkpoints = output_dir / "checkpoints"
     parts = [f"interrupted by {stopped.name}"]
-    if (checkpoints / "last.ckpt").is_file():
+    if fold_of is not None:
+        parts.append(
+            f"rerun with ckpt_path=last hydra.run.dir={fold_of} to keep the finished folds and continue "
+            f"{output_dir.name} from its last finished epoch"
+        )
+    elif (checkpoints / "last.ckpt").is_file():
         parts.append(f"resume exactly from the last finished epoch with ckpt_path=last hydra.run.dir={output_dir}")
-    if (checkpoints / "interrupted.ckpt").is_file():
+    if fold_of is None and (checkpoints / "interrupted.ckpt").is_file():
         parts.append(
             f"{checkpoints / 'interrupted.ckpt'} holds the weights at the interruption, mid-epoch: a resume from it "
             "(ckpt_path=<that file>) finishes that epoch on other batches than an uninterrupted run would, so it "
