@@ -42,27 +42,35 @@ class _AppendingWriter(ExperimentWriter):
     save on Lightning's way out then appended to."""
 
     def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-                self.metrics_keys = sorted(csv.DictReader(file).fieldnames or [])
+        """Keeps an existing ``metrics.csv`` (Lightning's writer deletes it); :meth:`save` reads its columns."""
 
     def save(self) -> None:
         if not self.metrics:
             return
         with signals_deferred():
-            path = Path(self.metrics_file_path)
-            keys = sorted(set(self.metrics_keys).union(*self.metrics))
-            rows: list[dict[str, Any]] = []
-            if path.is_file():
-                with path.open(newline="") as file:
-                    rows = list(csv.DictReader(file))
-            tmp = path.with_suffix(".csv.tmp")
-            with tmp.open("w", newline="") as file:
-                writer = csv.DictWriter(file, fieldnames=keys)
-                writer.writeheader()
-                writer.writerows(rows + self.metrics)
-            os.replace(tmp, path)
-            self.metrics_keys, self.metrics = keys, []
+            columns, rows = _read_rows(Path(self.metrics_file_path))
+            _replace_rows(Path(self.metrics_file_path), sorted(set(columns).union(*self.metrics)), rows + self.metrics)
+            self.metrics = []
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """The columns and rows of a CSV file; none if there is no file."""
+    if not path.is_file():
+        return [], []
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+def _replace_rows(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """Writes ``rows`` under ``columns`` to a new file that then replaces ``path``: never half-written."""
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
 
 
 class RunCSVLogger(CSVLogger):
@@ -84,17 +92,7 @@ class RunCSVLogger(CSVLogger):
         path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
         if not path.is_file():
             return
-        with path.open(newline="") as file:
-            reader = csv.DictReader(file)
-            fieldnames = reader.fieldnames or []
-            kept = [
-                row
-                for row in reader
-                if int(row["step"]) < global_step and not any(row[k] for k in fieldnames if k.startswith("test/"))
-            ]
-        tmp = path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=fieldnames)
-            writer.writeheader()
-            writer.writerows(kept)
-        os.replace(tmp, path)
+        columns, rows = _read_rows(path)
+        tested = [column for column in columns if column.startswith("test/")]
+        kept = [row for row in rows if int(row["step"]) < global_step and not any(row[k] for k in tested)]
+        _replace_rows(path, columns, kept)
