@@ -15,9 +15,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cnnlab.errors import CnnlabError, ConfigError
-from cnnlab.train import train, write_results
-from cnnlab.training.interrupts import stopping_signal
+from cnnlab.errors import ConfigError
+from cnnlab.train import error_summary, train, write_results
 
 FOLD_KEYS = (
     "status",
@@ -87,19 +86,12 @@ def cross_validate(cfg: DictConfig) -> dict[str, Any]:
             fold_results.append(kept or train(fold_config(cfg, fold, output_dir), fold_of=output_dir))
         except BaseException as error:
             interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
-            stopped = stopping_signal(error)
-            if stopped is not None:
-                message = f"interrupted by {stopped.name}"
-            elif isinstance(error, CnnlabError):
-                message = str(error)
-            else:
-                message = f"{type(error).__name__}: {error}"
             write_results(
                 output_dir,
                 {
                     **_mean_results(fold_results),
                     "status": "interrupted" if interrupted else "failed",
-                    "error": f"fold {fold} ({fold_dir(output_dir, fold)}): {message}",
+                    "error": f"fold {fold} ({fold_dir(output_dir, fold)}): {error_summary(error)}",
                 },
             )
             raise

@@ -201,12 +201,8 @@ def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
         interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
         stopped = stopping_signal(error)
         results["status"] = "interrupted" if interrupted else "failed"
-        if stopped is not None:
-            results["error"] = f"interrupted by {stopped.name}"
-        elif isinstance(error, CnnlabError):
-            results["error"] = str(error)
-        else:
-            results["error"] = f"{type(error).__name__}: {error}"
+        results["error"] = error_summary(error)
+        if stopped is None and not isinstance(error, CnnlabError):
             results["traceback"] = traceback.format_exc()
         if interrupted:
             _write_learning_curves(output_dir)
@@ -226,6 +222,15 @@ def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
         results["wall_time_sec"] = round(time.perf_counter() - start, 3)
         write_results(output_dir, results)
         finish_wandb(failed=results["status"] != "completed")
+
+
+def error_summary(error: BaseException) -> str:
+    """What results.json says ended a run: the stopping signal, a cnnlab error's own message, or the
+    exception's type and message."""
+    stopped = stopping_signal(error)
+    if stopped is not None:
+        return f"interrupted by {stopped.name}"
+    return str(error) if isinstance(error, CnnlabError) else f"{type(error).__name__}: {error}"
 
 
 def _write_learning_curves(output_dir: Path) -> None:
