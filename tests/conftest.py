@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,53 @@ def run_cli(args: list[str], cwd: Path, module: str = "cnnlab.cli", check: bool 
             f"{module} {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
         )
     return result
+
+
+def start_cli(
+    args: list[str], cwd: Path, command: tuple[str, ...] = (sys.executable, "-m", "cnnlab.cli")
+) -> subprocess.Popen:
+    """Start ``cnnlab`` (by default ``python -m cnnlab.cli``) in ``cwd`` without waiting for it, to stop it midway."""
+    return subprocess.Popen(
+        [*command, *args],
+        cwd=cwd,
+        env=cli_env(),
+        # Ctrl-C acts as in a terminal even when the tests run in a background job, whose SIGINT is ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_file(path_glob: str, cwd: Path, process: subprocess.Popen, timeout: float = 300) -> Path:
+    """The first file matching ``path_glob`` under ``cwd`` once it appears; fails the test if ``process`` ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(cwd.glob(path_glob))
+        if found:
+            return found[0]
+        if process.poll() is not None:
+            pytest.fail(f"run ended before {path_glob} appeared: {process.stderr.read()[-3000:]}")
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail(f"{path_glob} did not appear in {timeout} s")
+
+
+def quiet_trainer(max_epochs: int, callbacks: list = (), **options):
+    """A one-CPU Lightning Trainer for tests that fit a module directly: no logger, progress bar, summary,
+    checkpoints or sanity check unless ``options`` say otherwise."""
+    import lightning as L
+
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+    )
+    return L.Trainer(max_epochs=max_epochs, callbacks=list(callbacks), **{**defaults, **options})
 
 
 def logged_out_env(home: Path) -> dict[str, str]:

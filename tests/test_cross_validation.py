@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 import signal
 import statistics
-import subprocess
-import sys
-import time
 
 import pytest
-from conftest import cli_env, read_results
+from conftest import read_results, start_cli, wait_for_file
 from fakedata import write_image_folder
 
 from cnnlab.evaluation.summary import find_run_dirs
@@ -68,19 +65,9 @@ def test_without_folds_it_says_what_to_set(cnnlab):
 def test_sigterm_in_a_fold_names_the_fold_and_the_command_that_resumes_the_job(cnnlab, tmp_path):
     root = write_image_folder(tmp_path / "photos", per_class=9)
     args = [*FAST, f"data.root={root}", "hydra.run.dir=outputs/cv", "seed=3"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cnnlab.cli", *args, "trainer.max_epochs=500", "callbacks.early_stopping=null"],
-        cwd=cnnlab.cwd,
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli([*args, "trainer.max_epochs=500", "callbacks.early_stopping=null"], cnnlab.cwd)
     run = cnnlab.cwd / "outputs/cv"
-    deadline = time.monotonic() + 300
-    while not (run / "fold_0/checkpoints/last.ckpt").is_file() and process.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for_file("outputs/cv/fold_0/checkpoints/last.ckpt", cnnlab.cwd, process)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=300) == 128 + signal.SIGTERM, process.stderr.read()[-5000:]
     message = process.stderr.read().strip().splitlines()[-1]

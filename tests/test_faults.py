@@ -9,12 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_env, read_results, run_dirs
+from conftest import cli_env, read_results, run_dirs, start_cli, wait_for_file
 
 from cnnlab.training.interrupts import requeued_checkpoint
 
@@ -87,34 +86,6 @@ def test_run_dir_that_is_a_file_is_refused_with_one_line(cnnlab):
     assert (cnnlab.cwd / "notes.txt").read_text() == "not a directory"
 
 
-def _start(
-    args: list[str], cwd: Path, command: tuple[str, ...] = (sys.executable, "-m", "cnnlab.cli")
-) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*command, *args],
-        cwd=cwd,
-        env=cli_env(),
-        # Ctrl-C acts as in a terminal even when the tests run in a background job, whose SIGINT is ignored
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_for(path_glob: str, cwd: Path, process: subprocess.Popen, timeout: float = 300) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = sorted(cwd.glob(path_glob))
-        if found:
-            return found[0]
-        if process.poll() is not None:
-            pytest.fail(f"run ended before {path_glob} appeared: {process.stderr.read()[-3000:]}")
-        time.sleep(0.02)
-    process.kill()
-    pytest.fail(f"{path_glob} did not appear in {timeout} s")
-
-
 RESUMABLE = ["callbacks.progress_bar=null", "callbacks.model_summary=null", "trainer.max_epochs=3", "seed=3"]
 
 
@@ -169,8 +140,8 @@ def test_killed_run_resumes_to_the_same_result(cnnlab):
     cnnlab(*RESUMABLE, "hydra.run.dir=outputs/uninterrupted")
     expected = read_results(cnnlab.cwd / "outputs/uninterrupted")
 
-    process = _start([*RESUMABLE, "hydra.run.dir=outputs/killed"], cnnlab.cwd)
-    _wait_for("outputs/killed/checkpoints/last.ckpt", cnnlab.cwd, process)
+    process = start_cli([*RESUMABLE, "hydra.run.dir=outputs/killed"], cnnlab.cwd)
+    wait_for_file("outputs/killed/checkpoints/last.ckpt", cnnlab.cwd, process)
     process.send_signal(signal.SIGKILL)  # mid-way through the second epoch
     process.wait()
     assert read_results(cnnlab.cwd / "outputs/killed")["status"] != "completed"
@@ -187,8 +158,8 @@ def test_killed_run_resumes_to_the_same_result(cnnlab):
 def test_sigterm_saves_a_checkpoint_records_the_signal_and_resumes(cnnlab):
     """What SLURM and most schedulers send first: the run stops cleanly, with 128 + 15 as a shell reports it."""
     args = [*RESUMABLE, "trainer.limit_train_batches=10", "hydra.run.dir=outputs/term"]
-    process = _start([*args, "trainer.max_epochs=50"], cnnlab.cwd, command=(str(CNNLAB),))
-    _wait_for("outputs/term/checkpoints/last.ckpt", cnnlab.cwd, process)  # the second epoch is under way
+    process = start_cli([*args, "trainer.max_epochs=50"], cnnlab.cwd, command=(str(CNNLAB),))
+    wait_for_file("outputs/term/checkpoints/last.ckpt", cnnlab.cwd, process)  # the second epoch is under way
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=600) == 128 + signal.SIGTERM, process.stderr.read()[-5000:]
     message = process.stderr.read().strip().splitlines()[-1]
@@ -207,8 +178,8 @@ def test_sigterm_saves_a_checkpoint_records_the_signal_and_resumes(cnnlab):
 
 
 def test_ctrl_c_saves_a_checkpoint_and_marks_the_run(cnnlab):
-    process = _start([*RESUMABLE, "trainer.max_epochs=50", "hydra.run.dir=outputs/stopped"], cnnlab.cwd)
-    _wait_for("outputs/stopped/checkpoints/last.ckpt", cnnlab.cwd, process)
+    process = start_cli([*RESUMABLE, "trainer.max_epochs=50", "hydra.run.dir=outputs/stopped"], cnnlab.cwd)
+    wait_for_file("outputs/stopped/checkpoints/last.ckpt", cnnlab.cwd, process)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=600) == 128 + signal.SIGINT, process.stderr.read()[-5000:]
     run = cnnlab.cwd / "outputs/stopped"
@@ -248,7 +219,7 @@ def test_untrusted_pickle_needs_opt_in(cnnlab):
 
 
 def test_runs_started_together_get_their_own_dirs(cnnlab):
-    processes = [_start(FAST, cnnlab.cwd) for _ in range(2)]
+    processes = [start_cli(FAST, cnnlab.cwd) for _ in range(2)]
     assert [p.wait(timeout=300) for p in processes] == [0, 0]
     runs = run_dirs(cnnlab.cwd)
     assert len(runs) == 2 and runs[0] != runs[1]

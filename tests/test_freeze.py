@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
-from conftest import read_results, run_dirs
+from conftest import quiet_trainer, read_results, run_dirs
 from fakedata import write_cifar10
 from hydra import compose, initialize_config_module
 from lightning.pytorch import Callback
@@ -106,16 +105,11 @@ def fit(
     validate: bool = False,
 ) -> None:
     """Fit on 8 random images; with ``validate``, a sanity check and a validation run after every epoch."""
-    trainer = L.Trainer(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    trainer = quiet_trainer(
+        max_epochs,
+        callbacks,
         limit_val_batches=1 if validate else 0,
         num_sanity_val_steps=1 if validate else 0,
-        callbacks=callbacks,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
     )
     trainer.fit(module, train_dataloaders=data(), val_dataloaders=data() if validate else None, ckpt_path=ckpt_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn.functional as F
+from conftest import quiet_trainer
 from lightning.pytorch import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -25,21 +26,6 @@ def classifier() -> ImageClassifier:
     return ImageClassifier(model=MODEL, optimizer=FUSED_ADAM, num_classes=3, in_chans=3, img_size=16)
 
 
-def trainer(max_epochs: int, callbacks: list[Callback] = (), **options) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        callbacks=list(callbacks),
-        **options,
-    )
-
-
 class GradientsAtBatchEnd(Callback):
     def __init__(self) -> None:
         self.present: list[bool] = []
@@ -50,11 +36,11 @@ class GradientsAtBatchEnd(Callback):
 
 def test_gradients_are_freed_right_after_each_optimizer_step_and_accumulate_between():
     every_step = GradientsAtBatchEnd()
-    trainer(1, [every_step]).fit(classifier(), loader(12, 4))
+    quiet_trainer(1, [every_step]).fit(classifier(), loader(12, 4))
     assert every_step.present == [False, False, False]
 
     accumulating = GradientsAtBatchEnd()
-    trainer(1, [accumulating], accumulate_grad_batches=2).fit(classifier(), loader(16, 4))
+    quiet_trainer(1, [accumulating], accumulate_grad_batches=2).fit(classifier(), loader(16, 4))
     assert accumulating.present == [True, False, True, False]  # kept until the step of every second batch
 
 
@@ -74,7 +60,7 @@ class GradientOfSecondStep(Callback):
 def test_each_step_applies_the_gradient_of_its_own_batch_alone():
     """Lightning's zero_grad before backward is skipped; nothing of the first step's gradient may remain."""
     second = GradientOfSecondStep()
-    trainer(1, [second]).fit(classifier(), loader(8, 4))
+    quiet_trainer(1, [second]).fit(classifier(), loader(8, 4))
     fresh = classifier()
     fresh.load_state_dict(second.weights)
     images, labels = second.batch
@@ -85,7 +71,7 @@ def test_each_step_applies_the_gradient_of_its_own_batch_alone():
 
 def test_epoch_metrics_are_the_per_image_loss_and_accuracy_of_the_epoch():
     module, train, val = classifier(), loader(12, 5), loader(10, 4)  # uneven last batches
-    run = trainer(1)
+    run = quiet_trainer(1)
     run.validate(module, val, verbose=False)
     images, labels = (torch.cat(parts) for parts in zip(*val))
     with torch.no_grad():
@@ -95,7 +81,7 @@ def test_epoch_metrics_are_the_per_image_loss_and_accuracy_of_the_epoch():
     assert logged["val/acc"] == (logits.argmax(1) == labels).float().mean()
     assert logged["val/acc_best"] == logged["val/acc"]
 
-    run = trainer(2)
+    run = quiet_trainer(2)
     run.fit(classifier(), train, val)
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"} <= set(run.logged_metrics)
     assert 0 <= run.logged_metrics["train/acc"] <= 1 and run.logged_metrics["train/loss"] > 0
@@ -133,7 +119,7 @@ def test_compile_true_compiles_in_place_and_trains():
         model={"net": MODEL, "compile": True}, optimizer=FUSED_ADAM, num_classes=3, in_chans=3, img_size=16
     )
     before = {k: v.clone() for k, v in module.state_dict().items()}
-    trainer(1).fit(module, loader(8, 4))
+    quiet_trainer(1).fit(module, loader(8, 4))
     after = module.state_dict()
     assert after.keys() == before.keys() and not [k for k in after if "_orig_mod" in k or k.startswith("forward_net.")]
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("net."))  # it trained
