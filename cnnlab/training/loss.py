@@ -48,4 +48,5 @@ class CrossEntropyLoss(nn.Module):
         return sum(strength * weight.pow(2).sum() for strength, weight in self._penalized)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing) + self.penalty()
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        return loss + self.penalty() if self._penalized else loss
