@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -15,6 +16,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.config import validate
@@ -194,7 +196,9 @@ def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
             test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=tested_checkpoint, verbose=False)
             results.update({k: float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()})
             if trainer.is_global_zero:
-                log_report(trainer.loggers, write_run_report(trainer, module, datamodule, output_dir, results))
+                report = write_run_report(trainer, module, datamodule, output_dir, results)
+                log_report(trainer.loggers, report)
+                _log_after_test(trainer, {"test/auroc_macro": report.metrics.auroc_macro})
         results["status"] = "completed"
         return results
     except BaseException as error:
@@ -222,6 +226,17 @@ def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
         results["wall_time_sec"] = round(time.perf_counter() - start, 3)
         write_results(output_dir, results)
         finish_wandb(failed=results["status"] != "completed")
+
+
+def _log_after_test(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    """Metrics the report computes after ``trainer.test`` (AUROC needs every test logit), to the CSV log,
+    TensorBoard and MLflow beside the test step's own; W&B shows them in its run summary (``log_report``).
+    Each logger is finalized again, as ``trainer.test`` left it."""
+    metrics = {name: value for name, value in metrics.items() if not math.isnan(value)}
+    for logger in trainer.loggers:
+        if metrics and not isinstance(logger, WandbLogger):
+            logger.log_metrics(metrics, step=trainer.global_step)
+            logger.finalize("success")
 
 
 def error_summary(error: BaseException) -> str:

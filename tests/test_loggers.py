@@ -42,6 +42,9 @@ def test_tensorboard_event_files_hold_the_per_epoch_scalars(run_dir: Path) -> No
         assert [e.value for e in events.Scalars(metric)] == pytest.approx(per_epoch(run_dir, metric)), metric
         assert len(events.Scalars(metric)) == 2, metric
     assert "hp_metric" not in events.Tags()["scalars"]  # no placeholder metric
+    results = json.loads((run_dir / "results.json").read_text())
+    for metric in ("test/acc", "test/auroc_macro"):  # the test step's and the report's
+        assert [e.value for e in events.Scalars(metric)] == pytest.approx([results[metric]]), metric
 
 
 def test_mlflow_run_holds_the_config_and_metrics(run_dir: Path) -> None:
@@ -57,11 +60,16 @@ def test_mlflow_run_holds_the_config_and_metrics(run_dir: Path) -> None:
     for metric in ("train/loss", "val/acc"):
         history = client.get_metric_history(run.info.run_id, metric)
         assert [m.value for m in history] == pytest.approx(per_epoch(run_dir, metric)), metric
-    assert run.data.metrics["test/acc"] == pytest.approx(json.loads((run_dir / "results.json").read_text())["test/acc"])
+    results = json.loads((run_dir / "results.json").read_text())
+    for metric in ("test/acc", "test/auroc_macro"):
+        assert run.data.metrics[metric] == pytest.approx(results[metric]), metric
 
 
 def test_loggers_combine_with_csv_and_wandb(run_dir: Path) -> None:
     assert len(per_epoch(run_dir, "val/acc")) == 2
+    assert per_epoch(run_dir, "test/auroc_macro") == pytest.approx(
+        [json.loads((run_dir / "results.json").read_text())["test/auroc_macro"]]
+    )
     assert list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     # the CSV log's hparams.yaml: the run's resolved config, once (not the module's hyperparameters again)
     hparams = yaml.safe_load((run_dir / "hparams.yaml").read_text())
