@@ -247,6 +247,26 @@ def test_resumed_run_continues_its_wandb_run(cnnlab_logged_out):
     assert read_results(run)["epochs_run"] == 2
 
 
+def test_resumed_run_continues_its_mlflow_run(cnnlab):
+    from mlflow.tracking import MlflowClient
+
+    cnnlab(*FAST, "logger=mlflow", "hydra.run.dir=outputs/logged")
+    cnnlab(*FAST, "logger=mlflow", "hydra.run.dir=outputs/logged", "ckpt_path=last", "trainer.max_epochs=2")
+    client = MlflowClient(f"sqlite:///{cnnlab.cwd / 'outputs/mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("cnnlab").experiment_id])
+    assert run.info.status == "FINISHED"
+    # epoch 1 from the first process, epoch 2 from the resumed one, in one run
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [1, 3]
+    # MLflow keeps the first value of a param; what the resumed process changed is a tag
+    assert run.data.params["trainer/max_epochs"] == "1" and run.data.tags["resumed/trainer/max_epochs"] == "2"
+    assert read_results(cnnlab.cwd / "outputs/logged")["epochs_run"] == 2
+    # a run deleted in MLflow meanwhile: the next resume starts a new one instead of failing
+    client.delete_run(run.info.run_id)
+    cnnlab(*FAST, "logger=mlflow", "hydra.run.dir=outputs/logged", "ckpt_path=last", "trainer.max_epochs=3")
+    (new_run,) = client.search_runs([client.get_experiment_by_name("cnnlab").experiment_id])
+    assert new_run.info.run_id != run.info.run_id
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A 46 MB file system: room for this run's first two checkpoints (18.5 MB each) and its small files,

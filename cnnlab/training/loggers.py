@@ -1,13 +1,18 @@
-"""A CSV logger that keeps the rows of the run it continues; the packages of the optional loggers."""
+"""The CSV and MLflow loggers of a run dir, which a run resumed in place continues; the packages of the
+optional loggers."""
 
 from __future__ import annotations
 
 import csv
+import json
+import logging
 import os
+from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import CSVLogger
+from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
@@ -15,10 +20,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from cnnlab.extras import require
 from cnnlab.training.interrupts import signals_deferred
 
+log = logging.getLogger(__name__)
+
+MLFLOW_RUN_FILE = "mlflow_run.json"  # in the run dir: the MLflow run it logs to, and in which tracking store
+
 # loggers whose package is an optional extra of cnnlab (cnnlab/extras.py), by class
 OPTIONAL_PACKAGES = {
     "lightning.pytorch.loggers.TensorBoardLogger": "tensorboard",
-    "lightning.pytorch.loggers.MLFlowLogger": "mlflow",
+    "cnnlab.training.loggers.RunMLFlowLogger": "mlflow",
 }
 
 
@@ -32,6 +41,56 @@ def require_logger_packages(logger_cfg: Any) -> None:
             if c and c.get("_target_") in OPTIONAL_PACKAGES
         )
     )
+
+
+def _recorded_mlflow_run(run_file: Path, tracking_uri: str | None) -> str | None:
+    """The MLflow run ``run_file`` records, if it is in ``tracking_uri``'s store and still there; a run since
+    deleted is reported, and None returned (a new run starts)."""
+    if not run_file.is_file():
+        return None
+    recorded = json.loads(run_file.read_text())
+    if recorded.get("tracking_uri") != tracking_uri:
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        gone = MlflowClient(tracking_uri).get_run(recorded["run_id"]).info.lifecycle_stage == "deleted"
+    except MlflowException:
+        gone = True
+    if gone:
+        log.warning(
+            "MLflow run %s of this run dir is gone from %s: starting a new one", recorded["run_id"], tracking_uri
+        )
+        return None
+    return recorded["run_id"]
+
+
+class RunMLFlowLogger(MLFlowLogger):
+    """Lightning's MLflow logger tied to the run dir: a run resumed in place continues its MLflow run, as it
+    continues its W&B run. The run is recorded in ``<run dir>/mlflow_run.json`` and continued when the
+    tracking store is the same and the run still exists there. MLflow refuses to change a logged param, so a
+    continued run logs only the params the run lacks, and each changed one (``trainer.max_epochs`` raised to
+    train longer, ``ckpt_path``) as a tag ``resumed/<param>``."""
+
+    def __init__(self, run_dir: str, tracking_uri: str | None = None, run_id: str | None = None, **kwargs: Any) -> None:
+        self._run_file = Path(run_dir) / MLFLOW_RUN_FILE
+        recorded = None if run_id else _recorded_mlflow_run(self._run_file, tracking_uri)
+        self._continued = recorded is not None
+        super().__init__(tracking_uri=tracking_uri, run_id=run_id or recorded, **kwargs)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace) -> None:
+        if self._continued:
+            logged = self.experiment.get_run(self.run_id).data.params
+            flat = _flatten_dict(_convert_params(params))
+            for key, value in flat.items():
+                if key in logged and str(value)[:250] != logged[key]:
+                    self.experiment.set_tag(self.run_id, f"resumed/{key}", str(value)[:250])
+            params = {key: value for key, value in flat.items() if key not in logged}
+        super().log_hyperparams(params)
+        self._run_file.parent.mkdir(parents=True, exist_ok=True)
+        self._run_file.write_text(json.dumps({"run_id": self.run_id, "tracking_uri": self._tracking_uri}))
 
 
 class _AppendingWriter(ExperimentWriter):
