@@ -100,8 +100,8 @@ def _val_losses(run: Path) -> list[tuple[int, float]]:
 
 
 def _test_rows(run: Path) -> list[int]:
-    """Positions of metrics.csv rows holding test metrics."""
-    return [i for i, row in enumerate(_rows(run)) if row["test/acc"]]
+    """Positions of metrics.csv rows holding test metrics: the test step's row, then the report's (AUROC)."""
+    return [i for i, row in enumerate(_rows(run)) if any(v for k, v in row.items() if k.startswith("test/"))]
 
 
 def _epoch(checkpoint: Path) -> int:
@@ -132,7 +132,8 @@ def test_last_checkpoint_is_the_latest_epoch_and_resumes_after_it(cnnlab):
     assert resumed["status"] == "completed" and resumed["epochs_run"] == 4
     assert _val_losses(run)[:3] == losses  # epochs 0-2 kept once, not replayed
     assert [epoch for epoch, _ in _val_losses(run)] == [0, 1, 2, 3]
-    assert _test_rows(run) == [len(_rows(run)) - 1]  # the first run's test row is gone; the new one is last
+    last = len(_rows(run)) - 1
+    assert _test_rows(run) == [last - 1, last]  # the first run's test rows are gone; the new ones are last
     assert _epoch(run / "checkpoints/last.ckpt") == 3
 
 
@@ -174,7 +175,7 @@ def test_sigterm_saves_a_checkpoint_records_the_signal_and_resumes(cnnlab):
     resumed = read_results(run)
     assert resumed["status"] == "completed" and resumed["epochs_run"] == 3
     assert [epoch for epoch, _ in _val_losses(run)] == [0, 1, 2]
-    assert _test_rows(run) == [len(_rows(run)) - 1]
+    assert _test_rows(run) == [len(_rows(run)) - 2, len(_rows(run)) - 1]
 
 
 def test_ctrl_c_saves_a_checkpoint_and_marks_the_run(cnnlab):
