@@ -1,4 +1,4 @@
-"""Fidelity to the five studies: every setting of the record tests/reference/studies.yaml (what each study
+"""Fidelity to the five studies: every setting of the record cnnlab/evaluation/studies.yaml (what each study
 reported, with its seed section, and cnnlab's choice where the study is silent) against the config each run
 composes; split sizes from cnnlab's split functions on label arrays of the real datasets' sizes; parameter
 counts, optimizer and LR schedule from the module train.py builds (pretrained models without their weights);
@@ -394,7 +394,7 @@ def test_readme_fidelity_section_is_the_generated_one():
     )
     current = BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
     assert current == section(RECORD), (
-        "README's fidelity section differs from tests/reference/studies.yaml: run "
+        "README's fidelity section differs from cnnlab/evaluation/studies.yaml: run "
         "`python tests/reference/fidelity_tables.py --write README.md`"
     )
 
