@@ -91,6 +91,17 @@ def run_end_block(results: dict[str, Any], run_dir: Path) -> str:
         lines.append(
             "  test        " + "  ".join(f"{name} {format_metric(results.get(key))}" for name, key in metrics.items())
         )
+    study = results.get("study")
+    if study and study.get("comparison"):
+        lines.append(f"  study       {study['comparison']}")
+        departures = [d.split(" (", 1)[0] for d in study.get("departures", [])]
+        if departures:
+            lines.append(f"              departs from the study: {', '.join(departures)}")
+        if study.get("deviations"):
+            lines.append(
+                f"              {len(study['deviations'])} recorded deviations of the experiment: "
+                f"report.md, {study['fidelity']}"
+            )
     epochs = f"best epoch {results.get('best_epoch', '-')}"
     if "tested_epoch" in results:
         epochs += f", tested epoch {results['tested_epoch']}"

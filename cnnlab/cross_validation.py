@@ -95,6 +95,11 @@ def cross_validate(cfg: DictConfig) -> dict[str, Any]:
                 },
             )
             raise
-    results = {"status": "completed", **_mean_results(fold_results), "num_params": fold_results[0].get("num_params")}
+    results = {
+        "status": "completed",
+        **_mean_results(fold_results),
+        "num_params": fold_results[0].get("num_params"),
+        "study": fold_results[0].get("study"),  # compared by its mean over the folds
+    }
     write_results(output_dir, results)
     return results

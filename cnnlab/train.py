@@ -27,6 +27,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import plots
 from cnnlab.evaluation.data_plots import start_data_plots
 from cnnlab.evaluation.report import read_history, write_run_report
+from cnnlab.evaluation.studies import study_of_run, update_comparison
 from cnnlab.evaluation.wandb_views import finish_wandb, log_config, log_report, prepare_wandb
 from cnnlab.models.complexity import count_macs
 from cnnlab.models.pretrained import pretrained_normalization
@@ -111,6 +112,7 @@ def write_results(output_dir: Path, results: dict) -> None:
     """results.json, replaced atomically, written by the global-zero process only."""
     if not is_global_zero():
         return
+    update_comparison(results)  # the study's number beside this run's, once the run has it
     path = output_dir / "results.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2, default=str))
@@ -142,6 +144,7 @@ def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
     data_plots = None
     try:
         validate(cfg)
+        results["study"] = study_of_run(cfg)  # the study row this run reproduces, and what it reported
         if cfg.get("tune_malloc"):
             keep_freed_memory()
         ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir) or requeued_checkpoint(output_dir)
@@ -180,7 +183,7 @@ def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
                 "preloaded_allocator": preloaded_allocator(),
             },
         )
-        log_config(trainer.loggers, cfg)
+        log_config(trainer.loggers, cfg, results["study"])
 
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not cfg.trust_checkpoint)
         results["train_time_sec"] = round(time.perf_counter() - start, 3)

@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import CSVLogger
 from cnnlab.data.base import ImageDataModule
 from cnnlab.evaluation import plots
 from cnnlab.evaluation.metrics import ClassificationMetrics, compute_metrics
+from cnnlab.evaluation.studies import fidelity_link, report_section, update_comparison
 from cnnlab.evaluation.summary import is_missing, read_overrides
 from cnnlab.inference import Predictions
 from cnnlab.training.module import ImageClassifier
@@ -32,6 +33,7 @@ class Report:
     class_names: list[str]
     metrics: ClassificationMetrics
     figures: dict[str, Path]
+    study: dict[str, Any] | None = None  # results.json's comparison with the study the run reproduces
 
 
 def read_history(metrics_csv: Path) -> dict[str, dict[int, float]]:
@@ -108,6 +110,7 @@ def _markdown(report: Report, results: dict, hparams: dict, overrides: list[str]
         "|---|---|",
         *(f"| {name} | {value} |" for name, value in facts),
         "",
+        *report_section(results.get("study"), fidelity_link()),
         "## Configuration",
         "",
         f"Overrides: {' '.join(f'`{o}`' for o in overrides) or '(none)'}",
@@ -167,12 +170,14 @@ def write_report(
         if best_epoch is None and history.get("val/loss"):
             best_epoch = min(history["val/loss"], key=history["val/loss"].get)
         figures["learning_curves"] = plots.learning_curves_figure(history, best_epoch)
+    update_comparison(results)
     report = Report(
         report_dir,
         split,
         names,
         metrics,
         {name: plots.save(fig, report_dir / f"{name}.png") for name, fig in figures.items()},
+        results.get("study"),
     )
     (report_dir / "report.md").write_text(_markdown(report, results, hparams, overrides, len(predictions.labels)))
     return report

@@ -18,8 +18,10 @@ from urllib.parse import urlsplit
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import Logger, MLFlowLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
+
+from cnnlab.evaluation.studies import tracker_fields
 
 if TYPE_CHECKING:
     from cnnlab.evaluation.report import Report
@@ -99,15 +101,23 @@ def _run_id(output_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
-    """Give every logger the resolved config; W&B gets it as flat dotted keys."""
+def log_config(loggers: list[Logger], cfg: DictConfig, study: dict[str, Any] | None = None) -> None:
+    """Give every logger the resolved config and, under ``study``, the study row the run reproduces and its
+    reported value (:func:`cnnlab.evaluation.studies.match_study`); W&B gets it as flat dotted keys, MLflow
+    also as tags ``study`` and ``study_row`` to filter runs by."""
     config = OmegaConf.to_container(cfg, resolve=True)
+    fields = tracker_fields(study)
+    if fields:
+        config["study"] = fields
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             # before the W&B run starts (logging starts it): Lightning always passes `anonymous`, which wandb
             # >= 0.19 answers with a deprecation warning on every run
             logger._wandb_init.pop("anonymous", None)
         logger.log_hyperparams(flatten(config) if isinstance(logger, WandbLogger) else config)
+        if fields and isinstance(logger, MLFlowLogger):
+            logger.experiment.set_tag(logger.run_id, "study", fields["id"])
+            logger.experiment.set_tag(logger.run_id, "study_row", str(fields["row"]))
 
 
 def log_report(loggers: list[Logger], report: Report) -> None:
@@ -150,9 +160,29 @@ def log_report(loggers: list[Logger], report: Report) -> None:
             "y-axis-title": "True positive rate",
         },
     )
+    data.update(_study_chart(report.study))
     for logger in wandb_loggers:
         logger.experiment.log(data)
         logger.experiment.summary[f"{report.split}/auroc_macro"] = metrics.auroc_macro
+        for key in ("reported", "this_run", "difference"):
+            if (report.study or {}).get(key) is not None:
+                logger.experiment.summary[f"study/{key}"] = report.study[key]
+
+
+def _study_chart(study: dict[str, Any] | None) -> dict[str, Any]:
+    """The study's number beside this run's as a W&B table and bar chart (wandb.plot.bar), in the study's %."""
+    if not study or study.get("this_run") is None:
+        return {}
+    import wandb
+
+    table = wandb.Table(
+        columns=["source", "accuracy %"], data=[["reported", study["reported"]], ["this run", study["this_run"]]]
+    )
+    title = f"{study['row']}: {study['metric']} reported vs this run"
+    return {
+        "study/comparison": table,
+        "study/comparison_chart": wandb.plot.bar(table, "source", "accuracy %", title=title),
+    }
 
 
 def finish_wandb(failed: bool) -> None:
