@@ -21,12 +21,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.console import format_metric, print_block, shown_path
+from cnnlab.evaluation.studies import FIDELITY_PAGE, percent, signed
 
 # overrides that repeat a configuration rather than change it: the summary averages over them
 REPEAT_KEYS = ("seed", "data.fold")
 METRIC_COLUMNS = ("test/acc", "test/f1_macro", "val/acc_best")
 RUN_COLUMNS = ("epochs", "sec_per_epoch", "params")
 DEFAULT_METRIC = "val/acc_best"
+# the study each run reproduces (results.json's "study"), in the study's own units and rounding
+STUDY_COLUMNS = ("study row", "reported %", "this run %", "difference")
 
 
 def read_overrides(run_dir: Path) -> list[str]:
@@ -78,7 +81,24 @@ def run_row(run_dir: Path, base: Path) -> dict[str, Any]:
         "sec_per_epoch": _number(results.get("sec_per_epoch")),
         "params": results.get("num_params"),
         "error": error[0][:200] if error else "",
+        **study_cells(results.get("study")),
     }
+
+
+def study_cells(study: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's study columns: its row, the study's number, the run's and the difference in percentage
+    points, rounded as the study rounds; the reason for a run the study never ran."""
+    if not study:
+        return {"study": None}
+    cells: dict[str, Any] = {"study": study, "study row": study.get("row") or f"none: {study.get('reason')}"}
+    if study.get("reported") is not None:
+        decimals = study["decimals"]
+        cells["reported %"] = percent(study["reported"], decimals)
+        if study.get("this_run") is not None:
+            spread = f" ± {study['this_run_std']}" if study.get("this_run_std") is not None else ""
+            cells["this run %"] = percent(study["this_run"], decimals) + spread
+            cells["difference"] = signed(study["difference"], decimals)
+    return cells
 
 
 @dataclass
@@ -90,9 +110,15 @@ class Summary:
     metric: str
 
     @property
+    def studies(self) -> list[dict[str, Any]]:
+        """The study of each run that has one."""
+        return [row["study"] for row in self.rows if row.get("study")]
+
+    @property
     def columns(self) -> list[str]:
         metrics = [*METRIC_COLUMNS, *([self.metric] if self.metric not in METRIC_COLUMNS else [])]
-        return ["run", *self.swept, "status", *metrics, *RUN_COLUMNS, "error"]
+        compared = list(STUDY_COLUMNS) if self.studies else []
+        return ["run", *self.swept, "status", *compared, *metrics, *RUN_COLUMNS, "error"]
 
     def table(self) -> list[dict[str, Any]]:
         """One flat dict per row, keyed by :attr:`columns`."""
@@ -119,8 +145,27 @@ class Summary:
                 numbers = [float(r[column]) for r in rows if not is_missing(r.get(column))]
                 spread = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
                 entry[column] = (statistics.mean(numbers), spread) if numbers else None
+            entry.update(_mean_comparison([r.get("study") for r in rows]))
             table.append(entry)
         return table
+
+
+def _mean_comparison(studies: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """The study's number beside the mean ± std of the runs' (the k-fold mean of S1-cv): the same row in
+    every run of a group, else nothing."""
+    rows = {(s or {}).get("row") for s in studies}
+    first = studies[0] or {}
+    if len(rows) != 1 or first.get("reported") is None:
+        return {}
+    decimals = first["decimals"]
+    values = [s["this_run"] for s in studies if s.get("this_run") is not None]
+    cells = {"study row": first["row"], "reported %": percent(first["reported"], decimals)}
+    if values:
+        mean = statistics.mean(values)
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        cells["this run %"] = f"{percent(mean, decimals)} ± {percent(spread, decimals + 1)}"
+        cells["difference"] = signed(mean - first["reported"], decimals)
+    return cells
 
 
 def summarize(run_dirs: list[Path], base: Path, metric: str | None = None) -> Summary:
@@ -178,6 +223,7 @@ def write_summary(summary: Summary, out_dir: Path) -> str:
         f"# Summary of {len(table)} runs\n\n"
         f"Sorted by `{summary.metric}`; swept: {', '.join(f'`{k}`' for k in summary.swept) or 'nothing'}; "
         f"{statuses.count('completed')} completed, {len(statuses) - statuses.count('completed')} not.\n\n"
+        + study_note(summary.studies)
         + markdown_table(table)
     )
     if summary.repeat_keys:
@@ -190,6 +236,18 @@ def write_summary(summary: Summary, out_dir: Path) -> str:
     markdown += "\n![summary](summary.png)\n"
     (out_dir / "summary.md").write_text(markdown)
     return markdown
+
+
+def study_note(studies: list[dict[str, Any]]) -> str:
+    """The line above the table that says which studies its "reported" column comes from."""
+    titles = list(dict.fromkeys(s["title"] for s in studies))
+    if not titles:
+        return ""
+    return (
+        f"Compared with {'; '.join(titles)}: *reported %* is the study's own number for each run's row "
+        f"(its metric, rounded as the study rounds it), *difference* this run minus it in percentage points. "
+        f"Departures and deviations: each run's report.md, and {FIDELITY_PAGE}.\n\n"
+    )
 
 
 def sweep_end_block(summary: Summary, sweep_dir: Path) -> str:
