@@ -17,11 +17,13 @@ from urllib.parse import urlsplit
 
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from lightning.pytorch.loggers import Logger, MLFlowLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.evaluation.studies import tracker_fields
+from cnnlab.evaluation.summary import Summary, find_run_dirs, summarize
 
 if TYPE_CHECKING:
     from cnnlab.evaluation.report import Report
@@ -72,11 +74,14 @@ def prepare_wandb(cfg: DictConfig) -> None:
         wandb_cfg.id = _run_id(Path(cfg.paths.output_dir))
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         hydra_cfg = HydraConfig.get()
-        sweep_dir = Path(hydra_cfg.sweep.dir)
-        log_dir = Path(cfg.paths.log_dir)
-        wandb_cfg.group = str(sweep_dir.relative_to(log_dir)) if sweep_dir.is_relative_to(log_dir) else sweep_dir.name
+        wandb_cfg.group = sweep_group(Path(hydra_cfg.sweep.dir), Path(cfg.paths.log_dir))
         if not wandb_cfg.get("name"):
             wandb_cfg.name = hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
+
+
+def sweep_group(sweep_dir: Path, log_dir: Path) -> str:
+    """The W&B group of a multirun's jobs: its sweep dir below the log dir."""
+    return str(sweep_dir.relative_to(log_dir)) if sweep_dir.is_relative_to(log_dir) else sweep_dir.name
 
 
 def _reachable(url: str, timeout: float = 5.0) -> bool:
@@ -197,3 +202,55 @@ def finish_wandb(failed: bool) -> None:
     wandb.finish(exit_code=1 if failed else 0)
     if offline:
         print(f"W&B run saved offline; upload it with:\n  wandb sync {run_dir}")
+
+
+class SweepStudyComparison(Callback):
+    """Hydra callback: at the end of a multirun whose jobs logged to W&B and reproduce a study, one more W&B
+    run in the sweep's group (job type ``summary``) with the study's number beside each job's, as a table and
+    a bar chart of the differences (wandb.plot.bar), so the sweep is compared with the study in W&B's UI."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        wandb_cfg = (config.get("logger") or {}).get("wandb")
+        if not wandb_cfg or "_target_" not in wandb_cfg:
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        run_dirs = find_run_dirs([sweep_dir])
+        summary = summarize(run_dirs, base=sweep_dir, metric=config.get("optimized_metric"))
+        if not any(s.get("reported") is not None for s in summary.studies):
+            return
+        import wandb
+
+        offline = any(d.glob("wandb/offline-run-*") for d in run_dirs)
+        run = wandb.init(
+            project=wandb_cfg.get("project"),
+            entity=wandb_cfg.get("entity"),
+            group=sweep_group(sweep_dir, Path(config.paths.log_dir)),
+            name="study comparison",
+            job_type="summary",
+            dir=str(sweep_dir),
+            mode="offline" if offline else wandb_cfg.get("mode") or "online",
+        )
+        table = comparison_table(summary)
+        run.log(
+            {
+                "study/comparison": table,
+                "study/difference_chart": wandb.plot.bar(
+                    table, "job", "difference", title="This run minus the study's number (percentage points)"
+                ),
+            }
+        )
+        run.finish()
+        if offline:
+            print(f"W&B sweep comparison saved offline; upload it with:\n  wandb sync {Path(run.dir).parent}")
+
+
+def comparison_table(summary: Summary) -> Any:
+    """Each job that has a study number: the job, its study row, the reported value, the run's, the difference."""
+    import wandb
+
+    rows = [
+        [row["run"], row["study"]["row"], s["reported"], s["this_run"], s["difference"]]
+        for row in summary.rows
+        if (s := row.get("study") or {}).get("reported") is not None and s.get("this_run") is not None
+    ]
+    return wandb.Table(columns=["job", "study row", "reported %", "this run %", "difference"], data=rows)
