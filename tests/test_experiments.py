@@ -3,6 +3,7 @@ generated in the real on-disk formats, with ``debug=smoke`` (one batch per split
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shlex
@@ -15,12 +16,14 @@ from fakedata import write_all
 from hydra import compose, initialize_config_module
 
 from cnnlab import cli
+from cnnlab.evaluation.studies import load_record
 from cnnlab.evaluation.summary import find_run_dirs
 from cnnlab.train import train
 
 ROOT = Path(__file__).parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 SMOKE = ["debug=smoke"]
+STUDY_ROWS = [row for study in load_record()["studies"].values() for row in study["compare"]]
 
 
 def reproduce_rows() -> list[tuple[str, list[str], str]]:
@@ -79,7 +82,7 @@ def test_table_covers_every_experiment():
 def test_readme_command_runs_its_jobs(row, data_dir, tmp_path, monkeypatch):
     """The README command through ``cnnlab.cli.main`` (the console script's function, argv and all), with
     the smoke preset, tiny data, no test stage, and 2 trials for searches; checks the number of runs."""
-    _, args, runs = row
+    row_id, args, runs = row
     experiments = next(a for a in args if a.startswith("experiment=")).split("=", 1)[1].split(",")
     pretrained = {is_pretrained(e) for e in experiments}
     assert len(pretrained) == 1, "a command mixes pretrained and from-scratch models"
@@ -97,6 +100,11 @@ def test_readme_command_runs_its_jobs(row, data_dir, tmp_path, monkeypatch):
     results = [read_results(run) for run in find_run_dirs([tmp_path / "outputs"])]
     assert len(results) == (2 if search else int(runs))
     assert [r.get("error") for r in results if r["status"] != "completed"] == []
+    # every job names the study row it reproduces; the row's reported numbers are there to compare with
+    assert {r["study"]["row"] for r in results} >= {row_id}
     if "-m" in args:
         (summary,) = (tmp_path / "outputs" / "multirun").glob("*/*/summary.md")
         assert f"Summary of {len(results)} runs" in summary.read_text()
+        with open(summary.with_suffix(".csv"), newline="") as f:
+            reported = {job["reported %"] for job in csv.DictReader(f)}
+        assert {r["reported"] for r in STUDY_ROWS if r["row"] == row_id and r["reported"]} <= reported

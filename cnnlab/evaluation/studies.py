@@ -119,6 +119,11 @@ def _shorten(text: str) -> str:
     return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3].rsplit(" ", 1)[0] + "..."
 
 
+def _shown(value: Any) -> str:
+    """A value as a user writes it on the command line (``false``, ``null``, ``[0.6, 0.2, 0.2]``)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
 def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
@@ -142,6 +147,12 @@ def _normals(overrides: set[str]) -> set[str]:
     return {_normal(o) for o in overrides}
 
 
+def _decided(row: dict[str, Any], settings: list[dict[str, Any]]) -> set[str]:
+    """The config keys a row sets, and those the search it runs samples (a trial's ``optim.lr=...``)."""
+    keys = {k.lstrip("+") for k in row["choose"]}
+    return keys | {k for e in settings for k in ((e.get("computed") or {}).get("search_space") or {})}
+
+
 def match_study(overrides: list[str], choices: dict[str, Any], config: DictConfig) -> dict[str, Any] | None:
     """The study row a run reproduces, from its command-line ``overrides``, Hydra's group ``choices`` and
     its composed ``config``: None when its experiment belongs to no study, ``row: None`` (and why) when the
@@ -160,30 +171,33 @@ def match_study(overrides: list[str], choices: dict[str, Any], config: DictConfi
     candidates = [
         r for r in rows if all(_holds(_value_of(k.lstrip("+"), config, choices), v) for k, v in r["choose"].items())
     ]
+    runs = resolved_runs(study)
+    decided = {id(r): _decided(r, runs[_record_run(study, r)]["settings"]) for r in candidates}
+
+    def unrun(row: dict[str, Any]) -> list[str]:
+        """Keys the command set to values the study varied, which this row does not decide."""
+        return sorted((explicit & varied) - decided[id(row)])
+
     # the row whose keys the command set itself: `optim.lr=1e-4` is S1-lr's point, the bare experiment S1's own
-    candidates.sort(key=lambda r: -len(explicit & {k.lstrip("+") for k in r["choose"]}))
+    candidates.sort(key=lambda r: (len(unrun(r)), -len(explicit & decided[id(r)])))
     base = {"study": study_id, "title": study["title"], "experiment": experiment, "fidelity": FIDELITY_PAGE}
     chosen = candidates[0] if candidates else None
-    unrun = sorted((explicit & varied) - {k.lstrip("+") for k in (chosen["choose"] if chosen else ())})
-    if chosen is None or unrun:
-        keys = unrun or sorted(explicit & varied)
+    if chosen is None or unrun(chosen):
+        keys = unrun(chosen) if chosen else sorted(explicit & varied)
         shown = ", ".join(f"{k}={_plain(_value_of(k, config, choices))}" for k in keys) or "these overrides"
         return {**base, "row": None, "reason": f"{study_id} ran no {shown}"}
     run_id = _record_run(study, chosen)
-    settings = resolved_runs(study)[run_id]["settings"]
-    # what the row sets, and what a search the row runs samples
-    decided = [c.lstrip("+") for c in chosen["choose"]]
-    decided += [k for e in settings for k in ((e.get("computed") or {}).get("search_space") or {})]
+    settings = runs[run_id]["settings"]
     departures = []
     for entry in settings:
         keys = _checked_keys(entry) if entry["status"] in ("stated", "framework") else {}
-        if any(_covers(c, k) for c in decided for k in keys):
+        if any(_covers(c, k) for c in decided[id(chosen)] for k in keys):
             continue
         for key, wanted in keys.items():
             actual = _plain(OmegaConf.select(config, key, default=None))
             if not _holds(actual, wanted):
                 departures.append(
-                    f"{key}={actual} (the study: {wanted}; {entry['setting']}, "
+                    f"{key}={_shown(actual)} (the study: {_shown(wanted)}; {entry['setting']}, "
                     f"{status_label(entry['status'], study['framework'])}, {entry['source']})"
                 )
     deviations = [
