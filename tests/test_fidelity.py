@@ -28,11 +28,12 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, IntUniformDistribution, LogUniformDistribution
-from reference.fidelity_tables import BEGIN, END, STATUSES, load_record, resolved_runs, section
 from test_freeze import test_study_configs_train_as_many_base_parameters_as_keras as freeze_test
 
 from cnnlab.data.base import Split
 from cnnlab.data.splits import stratified_holdout, stratified_split
+from cnnlab.evaluation.fidelity import BEGIN, END, STATUSES, page, readme_section
+from cnnlab.evaluation.studies import FIDELITY_PAGE, load_record, resolved_runs
 from cnnlab.train import build_module
 from cnnlab.training.module import ImageClassifier
 
@@ -386,17 +387,17 @@ def test_readme_row_runs_the_recorded_experiments_and_shows_the_reported_numbers
     assert [n for n in row["reported"] if n not in reported] == [], f"{row_id}: README's reported cell lacks them"
 
 
-def test_readme_fidelity_section_is_the_generated_one():
+def test_readme_fidelity_section_and_fidelity_page_are_the_generated_ones():
+    """README's per-study summary and docs/fidelity.md come from the installed record, as cnnlab-studies
+    writes them."""
     text = readme()
     assert BEGIN in text and END in text, (
-        "README.md has no fidelity section: paste /work/notes/fidelity-readme.md, or add the lines\n"
-        f"{BEGIN}\n{END}\nand run `python tests/reference/fidelity_tables.py --write README.md`"
+        f"README.md has no fidelity section: add the lines\n{BEGIN}\n{END}\nand run `cnnlab-studies --write-docs .`"
     )
     current = BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
-    assert current == section(RECORD), (
-        "README's fidelity section differs from cnnlab/evaluation/studies.yaml: run "
-        "`python tests/reference/fidelity_tables.py --write README.md`"
-    )
+    regenerate = "cnnlab/evaluation/studies.yaml changed: run `cnnlab-studies --write-docs .`"
+    assert current == readme_section(RECORD), regenerate
+    assert (ROOT / FIDELITY_PAGE).read_text() == page(RECORD), regenerate
 
 
 # -- framework semantics the record translates ----------------------------------------------------------------

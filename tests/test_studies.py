@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,44 @@ def test_end_of_run_block_compares(data_dir, tmp_path):
         f"(difference {study['difference']:+.0f})" in block
     )
     assert "departs from the study: model.net.pretrained=false, data.img_size=32, data.batch_size=8" in block
+
+
+# -- cnnlab-studies -------------------------------------------------------------------------------------------
+
+
+def normalized(command: str) -> list[str]:
+    """A command's words with numbers as numbers (``1e-1`` is ``0.1``) and no quoting."""
+
+    def word(text: str) -> str:
+        key, sep, values = text.partition("=")
+        numbers = []
+        for value in values.split(","):
+            try:
+                numbers.append(repr(float(value)))
+            except ValueError:
+                numbers.append(value)
+        return key + sep + ",".join(numbers)
+
+    return [word(w) for w in shlex.split(command)]
+
+
+def test_cnnlab_studies_lists_every_readme_row_with_its_command_and_numbers(tmp_path):
+    listing = run_console_script("cnnlab-studies", [], tmp_path, logged_out_env(tmp_path / "home")).stdout
+    assert [line.split()[0] for line in listing.splitlines() if re.match(r"S\d  ", line)] == list(RECORD["studies"])
+    readme = {row_id: shlex.join(["cnnlab", *args]) for row_id, args, _ in reproduce_rows()}
+    blocks = dict(re.findall(r"^  (S\d-\S+)\n    (cnnlab [^\n]+)$", listing, re.M))
+    assert blocks.keys() == readme.keys()
+    assert {k: normalized(v) for k, v in blocks.items()} == {k: normalized(v) for k, v in readme.items()}
+    for row in ROWS:
+        if row["reported"] is not None:
+            assert f"{row['reported']} %" in listing
+
+
+def test_cnnlab_studies_shows_one_study_with_its_deviations(tmp_path):
+    env = logged_out_env(tmp_path / "home")
+    shown = run_console_script("cnnlab-studies", ["--study", "s1"], tmp_path, env).stdout
+    assert shown.startswith("S1  S1: MobileNetV2") and "S0-act" not in shown and "S1-freeze" in shown
+    assert "hparams_search=s1_tpe | search (differs, S1 sec. A): S1's space and folds sampled by TPE" in shown
+    assert "docs/fidelity.md#s1" in shown
+    wrong = run_console_script("cnnlab-studies", ["--study", "S9"], tmp_path, env, check=False)
+    assert wrong.returncode == 2 and wrong.stderr.strip().endswith("error: no study 'S9': one of S0, S1, S2, S3, S4")
