@@ -9,6 +9,7 @@ import csv
 import json
 import re
 import shlex
+import statistics
 from pathlib import Path
 
 import pytest
@@ -285,3 +286,29 @@ def test_cnnlab_studies_shows_one_study_with_its_deviations(tmp_path):
     assert "docs/fidelity.md#s1" in shown
     wrong = run_console_script("cnnlab-studies", ["--study", "S9"], tmp_path, env, check=False)
     assert wrong.returncode == 2 and wrong.stderr.strip().endswith("error: no study 'S9': one of S0, S1, S2, S3, S4")
+
+
+def test_fold_sweep_puts_the_fold_mean_beside_the_studys_number_and_tags_mlflow(data_dir, tmp_path):
+    """README's S1-cv command cut to two folds, logged to MLflow: summary.md's mean ± std over the folds sits
+    beside S1's final 98 %, and each MLflow run carries the study as tags and params."""
+    from mlflow.tracking import MlflowClient
+
+    args = [
+        "-m", S1, "data.num_folds=5", "data.fold=0,1", "debug=smoke", "model.net.pretrained=false",
+        f"paths.data_dir={data_dir}", "logger=mlflow",
+    ]  # fmt: skip
+    run_console_script("cnnlab", args, tmp_path, logged_out_env(tmp_path / "home"))
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    folds = [read_results(sweep / job)["study"] for job in ("0", "1")]
+    assert {(s["row"], s["reported"]) for s in folds} == {("S1-cv", 98.0)}
+    mean = statistics.mean(s["this_run"] for s in folds)
+    spread = statistics.stdev(s["this_run"] for s in folds)
+    markdown = (sweep / "summary.md").read_text()
+    means = markdown.split("## Mean ± std over `data.fold`", 1)[1]
+    assert f"| S1-cv | 98 | {mean:.0f} ± {spread:.1f} | {mean - 98:+.0f} |" in means
+    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("cnnlab").experiment_id])
+    assert len(runs) == 2
+    for run in runs:
+        assert (run.data.tags["study"], run.data.tags["study_row"]) == ("S1", "S1-cv")
+        assert (run.data.params["study/id"], float(run.data.params["study/reported"])) == ("S1", 98.0)
