@@ -33,7 +33,7 @@ from test_freeze import test_study_configs_train_as_many_base_parameters_as_kera
 from cnnlab.data.base import Split
 from cnnlab.data.splits import stratified_holdout, stratified_split
 from cnnlab.evaluation.fidelity import BEGIN, END, STATUSES, page, readme_section
-from cnnlab.evaluation.studies import FIDELITY_PAGE, load_record, resolved_runs
+from cnnlab.evaluation.studies import FIDELITY_PAGE, load_record, resolved_runs, same
 from cnnlab.train import build_module
 from cnnlab.training.module import ImageClassifier
 
@@ -243,19 +243,6 @@ REFERENCED = {"trainable_params_base"}
 
 def plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
-def same(actual: Any, expected: Any) -> bool:
-    """Equal, floats to 1e-9 relative; a dict matches when it holds every expected key with an equal value."""
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        return all(k in actual and same(actual[k], v) for k, v in expected.items())
-    if isinstance(expected, (list, tuple)) and isinstance(actual, (list, tuple)):
-        return len(actual) == len(expected) and all(same(a, e) for a, e in zip(actual, expected))
-    if isinstance(expected, bool) or isinstance(actual, bool) or expected is None or actual is None:
-        return actual is expected
-    if isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
-        return math.isclose(actual, expected, rel_tol=1e-9, abs_tol=1e-15)
-    return actual == expected
 
 
 def differences(name: str, actual: Any, expected: Any) -> list[str]:
