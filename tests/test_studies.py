@@ -6,6 +6,7 @@ ran, or of no study, says so or shows nothing."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import shlex
@@ -129,6 +130,30 @@ def test_every_readme_study_command_compares_each_of_its_experiments():
         experiments = next(a for a in args if a.startswith("experiment=")).split("=", 1)[1].split(",")
         assert set(experiments) <= compared, row_id
         assert row_id in {r["row"] for r in ROWS}
+
+
+README_JOBS = [
+    (row_id, jobs, row["reported"])
+    for study in RECORD["studies"].values()
+    for row_id, row in study["readme_rows"].items()
+    if len(
+        jobs := [
+            (f"experiment={experiment}", *(f"{k}={v}" for k, v in zip(row.get("sweep") or {}, values)))
+            for experiment in row["experiments"]
+            for values in itertools.product(*(row.get("sweep") or {}).values())
+        ]
+    )
+    == len(row["reported"])
+]
+
+
+@pytest.mark.parametrize("row_id, jobs, reported", README_JOBS, ids=[r for r, _, _ in README_JOBS])
+def test_each_job_of_a_readme_command_is_compared_with_its_reported_number(row_id, jobs, reported):
+    """The jobs of a README command (its experiments times its sweep values) select, in order, the numbers
+    README's row reports (where the row reports one number per job); S0-hybrid's plain job is S0-act's."""
+    studies = [matched(*job) for job in jobs]
+    assert [s["reported_text"] for s in studies] == reported
+    assert row_id in {s["row"] for s in studies}
 
 
 # -- what a user gets -----------------------------------------------------------------------------------------

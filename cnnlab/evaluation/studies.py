@@ -304,7 +304,10 @@ def report_section(study: dict[str, Any] | None, link: str) -> list[str]:
     if study.get("deviations"):
         lines += ["", "Recorded deviations of this experiment:", ""]
         lines += [f"- {d}" for d in study["deviations"]]
-    lines += ["", f"Every setting and its source: [{FIDELITY_PAGE}]({link})."]
+    lines += [
+        "",
+        f"Every setting and its source: [{FIDELITY_PAGE}]({link}), or `cnnlab-studies --study {study['study']}`.",
+    ]
     return lines + [""]
 
 
