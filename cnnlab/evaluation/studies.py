@@ -133,18 +133,16 @@ def _record_run(study: dict[str, Any], row: dict[str, Any]) -> str:
     experiment's own."""
     wanted = {f"experiment={row['experiment']}", *(f"{k}={v}" for k, v in row["choose"].items())}
     runs = study["runs"]
-    by_compose = [rid for rid, run in runs.items() if {_normal(o) for o in run["compose"]} == _normals(wanted)]
+    wanted = {_normal(o) for o in wanted}
+    by_compose = [rid for rid, run in runs.items() if {_normal(o) for o in run["compose"]} == wanted]
     own = [rid for rid, run in runs.items() if run["compose"] == [f"experiment={row['experiment']}"]]
     return (by_compose or own)[0]
 
 
 def _normal(override: str) -> str:
+    """``+grid=x`` as ``grid=x``, ``optim.lr=1e-3`` as ``optim.lr=0.001``: overrides compared by meaning."""
     key, _, value = override.partition("=")
     return f"{key.lstrip('+~')}={_as_number(value)}"
-
-
-def _normals(overrides: set[str]) -> set[str]:
-    return {_normal(o) for o in overrides}
 
 
 def _decided(row: dict[str, Any], settings: list[dict[str, Any]]) -> set[str]:
