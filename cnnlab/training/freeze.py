@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import Literal, Union
 
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BaseFinetuning, EarlyStopping
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -191,9 +191,14 @@ class TwoStage(BaseFinetuning):
             for group in optimizer.param_groups:
                 group["lr"] = self.lr
             optimizer.add_param_group({"params": new, "lr": self.lr})
-            if self.restart_early_stopping:
-                for early_stopping in pl_module.trainer.early_stopping_callbacks:
-                    restart_early_stopping(early_stopping)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        groups = [len(optimizer.param_groups) for optimizer in trainer.optimizers]
+        super().on_train_epoch_start(trainer, pl_module)  # finetune_function: a new param group at the switch
+        switched = [len(optimizer.param_groups) for optimizer in trainer.optimizers] != groups
+        if switched and self.restart_early_stopping:
+            for early_stopping in trainer.early_stopping_callbacks:
+                restart_early_stopping(early_stopping)
 
 
 def restart_early_stopping(early_stopping: EarlyStopping) -> None:
