@@ -188,6 +188,7 @@ def test_run_records_its_study_row_and_the_difference(s0_sweep):
     line = f"S0-act (S0 sec. 9.1): reported 95.00 % test accuracy, this run {study['this_run']:.2f} % "
     assert line + f"(difference {study['difference']:+.2f})" in report
     assert "class balance of the splits (our reading" in report and "docs/fidelity.md" in report
+    assert "The seed reports it otherwise too:\n\n- test accuracy: its classification report" in report
     other = read_results(sweep / "1")["study"]
     assert other["row"] is None and other["reason"] == "S0 ran no activation=relu"
     assert "S0 ran no activation=relu" in (sweep / "1" / "report" / "report.md").read_text()

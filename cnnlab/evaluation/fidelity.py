@@ -147,6 +147,16 @@ def reported_table(study: dict[str, Any]) -> str:
     return "\n".join(table)
 
 
+def results_table(study: dict[str, Any]) -> str:
+    """Everything the study reported for each run, with its section and where the seed says otherwise."""
+    table = ["| run | metric | the study reported | where | the seed elsewhere |", "|---|---|---|---|---|"]
+    for run_id, run in study["runs"].items():
+        for result in run.get("results") or []:
+            cells = (f"`{run_id}`", result["metric"], result["value"], result["source"], result.get("conflict", ""))
+            table.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(table)
+
+
 def anchor(study_id: str) -> str:
     return study_id.lower()
 
@@ -157,8 +167,8 @@ def page(record: dict[str, Any]) -> str:
         PAGE_HEADER,
         "# How faithful each run is to its study",
         "",
-        "For each study: the numbers it reported and the runs cnnlab compares with them (each run's "
-        "results.json, report.md and end-of-run block, each sweep's summary.md), then every setting the study "
+        "For each study: the numbers runs are compared with (each run's results.json, report.md and "
+        "end-of-run block, each sweep's summary.md), everything the study reported, then every setting the study "
         "reports and every setting it leaves open, for each run. " + LEGEND + " The cnnlab column holds what "
         "`tests/test_fidelity.py` checks in the composed config. `cnnlab-studies` shows the same from the "
         "installed record.",
@@ -172,9 +182,13 @@ def page(record: dict[str, Any]) -> str:
             "",
             f"Seed `{study['seed']}`; settings: {tally(study)}.",
             "",
-            "### Reported",
+            "### Compared with",
             "",
             reported_table(study),
+            "",
+            "### Everything it reported",
+            "",
+            results_table(study),
             "",
             "### Settings",
             "",

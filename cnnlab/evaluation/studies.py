@@ -219,6 +219,12 @@ def match_study(overrides: list[str], choices: dict[str, Any], config: DictConfi
         "note": chosen.get("note"),
         "departures": departures,
         "deviations": deviations,
+        # where the seed reports the run's results otherwise
+        "conflicts": [
+            f"{result['metric']}: {' '.join(str(result['conflict']).split())}"
+            for result in study["runs"][run_id].get("results") or []
+            if result.get("conflict")
+        ],
     }
 
 
@@ -296,6 +302,9 @@ def report_section(study: dict[str, Any] | None, link: str) -> list[str]:
     lines = ["## Compared with the study", "", f"{study['title']}.", "", comparison_line(study) + "."]
     if study.get("note"):
         lines += ["", f"Note: {study['note']}."]
+    if study.get("conflicts"):
+        lines += ["", "The seed reports it otherwise too:", ""]
+        lines += [f"- {c}" for c in study["conflicts"]]
     if study.get("departures"):
         lines += ["", "Departures from the study (this run's config):", ""]
         lines += [f"- {d}" for d in study["departures"]]
