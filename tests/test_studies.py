@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import logged_out_env, read_results, run_console_script
 from fakedata import write_all
 from hydra import compose, initialize_config_module
@@ -315,13 +316,14 @@ def test_cnnlab_studies_shows_one_study_with_its_deviations(tmp_path):
 
 
 def test_fold_sweep_puts_the_fold_mean_beside_the_studys_number_and_tags_mlflow(data_dir, tmp_path):
-    """README's S1-cv command cut to two folds, logged to MLflow: summary.md's mean ± std over the folds sits
-    beside S1's final 98 %, and each MLflow run carries the study as tags and params."""
+    """README's S1-cv command cut to two folds, logged to MLflow and TensorBoard: summary.md's mean ± std over
+    the folds sits beside S1's final 98 %; each MLflow run carries the study as tags and params, each
+    TensorBoard log as hyperparameters."""
     from mlflow.tracking import MlflowClient
 
     args = [
         "-m", S1, "data.num_folds=5", "data.fold=0,1", "debug=smoke", "model.net.pretrained=false",
-        f"paths.data_dir={data_dir}", "logger=mlflow",
+        f"paths.data_dir={data_dir}", "logger=[mlflow,tensorboard]",
     ]  # fmt: skip
     run_console_script("cnnlab", args, tmp_path, logged_out_env(tmp_path / "home"))
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
@@ -338,3 +340,6 @@ def test_fold_sweep_puts_the_fold_mean_beside_the_studys_number_and_tags_mlflow(
     for run in runs:
         assert (run.data.tags["study"], run.data.tags["study_row"]) == ("S1", "S1-cv")
         assert (run.data.params["study/id"], float(run.data.params["study/reported"])) == ("S1", 98.0)
+    for job in ("0", "1"):
+        hparams = yaml.safe_load((sweep / job / "tensorboard" / "hparams.yaml").read_text())
+        assert hparams["study"] == {"id": "S1", "row": "S1-cv", "metric": "test/acc", "reported": 98.0}
