@@ -59,6 +59,7 @@ def resolved_runs(study: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def status_label(status: str, framework: str) -> str:
+    """A setting's status as the fidelity tables word it (``framework`` -> ``Keras default / meaning``)."""
     return STATUS_LABELS[status].format(framework=framework)
 
 
@@ -248,23 +249,21 @@ def update_comparison(results: dict[str, Any]) -> None:
 
 
 def study_of_run(config: DictConfig) -> dict[str, Any] | None:
-    """:func:`match_study` for the running Hydra job, or for a run dir's ``.hydra/`` files (a run
-    composed without Hydra's app has neither: no study)."""
-    if HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
-        return match_study(list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices), config)
-    hydra_dir = Path(config.paths.output_dir) / ".hydra"
-    if not (hydra_dir / "hydra.yaml").is_file():
+    """:func:`match_study` for the running Hydra job; None for a config composed without Hydra's app (its
+    overrides and group choices are unknown)."""
+    if not HydraConfig.initialized():
         return None
-    hydra_cfg = OmegaConf.load(hydra_dir / "hydra.yaml").hydra
+    hydra_cfg = HydraConfig.get()
     return match_study(list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices), config)
 
 
 def percent(value: float, decimals: int) -> str:
+    """A percentage as the study writes it: ``95.00`` at two decimals, ``88`` at none."""
     return f"{value:.{decimals}f}"
 
 
 def signed(value: float, decimals: int) -> str:
+    """A difference with its sign: ``+1.25``, ``-3``."""
     return f"{value:+.{decimals}f}"
 
 
