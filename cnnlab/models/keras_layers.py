@@ -44,7 +44,10 @@ class KerasLayer:
 
 
 def keras_twin(backbone: nn.Module) -> str | None:
-    """The name of the ``keras.applications`` model a timm backbone stands in for, or None."""
+    """The name of the ``keras.applications`` model a backbone stands in for, or None: a Keras-exact twin's
+    ``keras_application`` (:mod:`cnnlab.models.keras_applications`), else its timm architecture's twin."""
+    if getattr(backbone, "keras_application", None):
+        return backbone.keras_application
     pretrained_cfg = getattr(backbone, "pretrained_cfg", None) or {}
     return KERAS_TWINS.get(pretrained_cfg.get("architecture"))
 

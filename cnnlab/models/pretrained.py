@@ -67,14 +67,24 @@ def create_backbone(
         ) from None
 
 
+def without_pretrained_weights(net: dict[str, Any]) -> dict[str, Any]:
+    """A model config's ``net`` with its ImageNet-weight switches off (timm's ``pretrained``/``weights_path``,
+    the Keras twins' ``weights``): the network to build when its weights come from elsewhere or are not needed."""
+    off = {"pretrained": False, "weights_path": None, "weights": None}
+    return {**net, **{key: value for key, value in off.items() if key in net}}
+
+
 def pretrained_normalization(net: dict[str, Any]) -> dict[str, list[float]]:
-    """``{"mean", "std"}`` that the ImageNet weights of a model config's ``net`` expect (timm's data config
-    of its backbone), or ``{}`` for a network without pretrained weights. The network is built on the meta
-    device: no weights are loaded or allocated."""
-    if not (net.get("pretrained") or net.get("weights_path")):
+    """``{"mean", "std"}`` that the ImageNet weights of a model config's ``net`` expect (a Keras twin's
+    ``input_normalization``, else timm's data config of its backbone), or ``{}`` for a network without
+    pretrained weights. The network is built on the meta device: no weights are loaded or allocated."""
+    if not (net.get("pretrained") or net.get("weights_path") or net.get("weights")):
         return {}
     with torch.device("meta"):
-        model = instantiate({**net, "pretrained": False, "weights_path": None}, num_classes=2)
+        model = instantiate(without_pretrained_weights(net), num_classes=2)
+    own = getattr(model, "input_normalization", None)
+    if own is not None:
+        return own
     backbone = getattr(model, "backbone", None)
     if backbone is None or not hasattr(backbone, "pretrained_cfg"):
         return {}
@@ -88,6 +98,20 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     classifier = backbone.pretrained_cfg.get("classifier") or ()
     prefixes = tuple(f"{c}." for c in ([classifier] if isinstance(classifier, str) else classifier))
     backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith(prefixes)})
+
+
+def classifier_head(
+    width: int, num_classes: int, hidden: int | None, drop_rate: float, activation: ActivationFactory | None
+) -> nn.Sequential:
+    """A transfer-learning study's new head on ``width`` pooled features: [Dense(hidden), activation (ReLU)]
+    + Dropout(drop_rate) + Dense(k)."""
+    layers: list[nn.Module] = []
+    if hidden:
+        layers += [nn.Linear(width, hidden), (activation or ReLU)()]
+        width = hidden
+    if drop_rate:
+        layers.append(nn.Dropout(drop_rate))
+    return nn.Sequential(*layers, nn.Linear(width, num_classes))
 
 
 class TimmClassifier(nn.Module):
@@ -111,13 +135,7 @@ class TimmClassifier(nn.Module):
         self.backbone = create_backbone(name, in_chans, pretrained, weights_path, drop_path_rate)
         # the pooled features' width: after a head conv (MobileNetV3) that is not num_features
         width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
-        layers: list[nn.Module] = []
-        if hidden:
-            layers += [nn.Linear(width, hidden), (activation or ReLU)()]
-            width = hidden
-        if drop_rate:
-            layers.append(nn.Dropout(drop_rate))
-        self.head = nn.Sequential(*layers, nn.Linear(width, num_classes))
+        self.head = classifier_head(width, num_classes, hidden, drop_rate, activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
