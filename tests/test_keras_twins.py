@@ -17,7 +17,7 @@ from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models.keras_applications import KerasApplication
-from cnnlab.models.keras_layers import keras_layers
+from cnnlab.models.keras_layers import apply_keras_defaults, keras_layers
 from cnnlab.models.keras_weights import KERAS_WEIGHTS
 from cnnlab.training.freeze import TopK, trainable_base_params
 
@@ -165,3 +165,20 @@ def test_a_file_with_other_layer_names_loads_by_position(tmp_path):
     plain = KerasApplication(3, img_size=32, application="MobileNetV2", weights_file=str(tmp_path / "plain.h5"))
     for (key, a), b in zip(by_name.backbone.state_dict().items(), plain.backbone.state_dict().values()):
         assert torch.equal(a, b), key
+
+
+@pytest.mark.parametrize("application", sorted(SIZES))
+def test_batchnorms_keep_the_keras_models_settings_under_keras_defaults(application):
+    """The studies' model.keras_defaults=true leaves a twin's BatchNorms with its Keras layers' epsilon and momentum."""
+    model = keras_base(application, 32)
+    net = apply_keras_defaults(KerasApplication(3, img_size=32, application=application, weights=None))
+    checked = 0
+    for layer in keras_layers(net.backbone):
+        keras_layer = model.get_layer(layer.name)
+        if isinstance(keras_layer, keras.layers.BatchNormalization):
+            (module,) = (net.backbone.get_submodule(m) for m in layer.modules)
+            assert module.eps == pytest.approx(keras_layer.epsilon) and module.momentum == pytest.approx(
+                1 - keras_layer.momentum
+            ), layer.name
+            checked += 1
+    assert checked == sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.backbone.modules())
