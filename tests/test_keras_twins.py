@@ -13,6 +13,8 @@ import keras
 import numpy as np
 import pytest
 import torch
+from conftest import read_results, run_dirs
+from fakedata import write_fruits360
 from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
 
 from cnnlab.errors import CnnlabError
@@ -182,3 +184,23 @@ def test_batchnorms_keep_the_keras_models_settings_under_keras_defaults(applicat
             ), layer.name
             checked += 1
     assert checked == sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.backbone.modules())
+
+
+def test_s3_transfer_run_trains_from_a_local_keras_file(cnnlab, tmp_path):
+    """The user's path: the S3 experiment with model.net.weights_file=FILE trains its last three Keras layers and
+    keeps every frozen layer at the file's weights."""
+    save_legacy_h5(keras_base("ResNet50", 32), tmp_path / "resnet50.h5")
+    write_fruits360(tmp_path / "data" / "fruits-360", train=5, test=2)
+    cnnlab(
+        "experiment=s3_resnet50_transfer_fruits360",
+        "debug=smoke",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"model.net.weights_file={tmp_path / 'resnet50.h5'}",
+    )
+    (run,) = run_dirs(cnnlab.cwd)
+    results = read_results(run)
+    assert results["status"] == "completed" and results["trainable_params_base"] == 4_096
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    with h5py.File(tmp_path / "resnet50.h5") as file:
+        kernel = torch.from_numpy(np.asarray(file["conv5_block3_2_conv"]["conv5_block3_2_conv/kernel"]))
+    assert torch.equal(state["net.backbone.layer4.2.conv2.weight"], kernel.permute(3, 2, 0, 1))

@@ -30,7 +30,7 @@ from torch import nn
 from cnnlab.errors import ConfigError
 from cnnlab.models.keras_layers import KERAS_BATCHNORM_MOMENTUM
 from cnnlab.models.keras_weights import KERAS_WEIGHTS, keras_weights_file, load_keras_weights
-from cnnlab.models.pretrained import classifier_head
+from cnnlab.models.pretrained import BackboneClassifier, classifier_head
 from cnnlab.nn.activations import ActivationFactory, ReLU
 
 RESNET50_BN_EPSILON = 1.001e-5  # keras.applications.resnet: BatchNormalization(epsilon=1.001e-5)
@@ -145,7 +145,7 @@ PREPROCESSING = {
 }
 
 
-class KerasApplication(nn.Module):
+class KerasApplication(BackboneClassifier):
     """A ``keras.applications`` base model's twin (``application``: ResNet50, MobileNetV2 or
     EfficientNetV2B0) plus a new head: [Dense(hidden), activation] + Dropout(drop_rate) + Dense(k).
 
@@ -168,10 +168,10 @@ class KerasApplication(nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ) -> None:
-        super().__init__()
         if weights not in ("keras", None):
             raise ConfigError(f"model.net.weights={weights} is not known: use keras (Keras' ImageNet weights) or null")
-        self.backbone = keras_backbone(application, in_chans, drop_path_rate)
+        backbone = keras_backbone(application, in_chans, drop_path_rate)
+        super().__init__(backbone, classifier_head(backbone.num_features, num_classes, hidden, drop_rate, activation))
         self.preprocessing = PREPROCESSING[application]
         if weights == "keras":
             if in_chans != 3:
@@ -179,20 +179,16 @@ class KerasApplication(nn.Module):
                     f"model.net.weights=keras needs RGB input (Keras' {application} weights): in_chans={in_chans}"
                 )
             load_keras_weights(
-                self.backbone, keras_weights_file(application, weights_file, img_size), self.preprocessing.bgr
+                backbone, keras_weights_file(application, weights_file, img_size), self.preprocessing.bgr
             )
-        self.head = classifier_head(self.backbone.num_features, num_classes, hidden, drop_rate, activation)
 
     @property
     def input_normalization(self) -> dict[str, list[float]]:
         """The mean and std of Keras' preprocessing for this application, for inputs in [0, 1]."""
         return {"mean": list(self.preprocessing.mean), "std": list(self.preprocessing.std)}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
 
-
-class ResNet50Keras(nn.Module):
+class ResNet50Keras(BackboneClassifier):
     """ResNet-50 from scratch in Keras' layout (:class:`ResNet50V1`: ResNet v1, conv biases) with a Dense(k)
     head: S3's "regular ResNet50" built layer by layer in Keras. ``activation`` replaces every ReLU, as S3
     does with LReLU (None keeps ReLU). With ``model.keras_defaults=true`` its layers get Keras' defaults,
@@ -202,9 +198,4 @@ class ResNet50Keras(nn.Module):
     def __init__(
         self, num_classes: int, in_chans: int = 3, img_size: int = 224, activation: ActivationFactory | None = None
     ) -> None:
-        super().__init__()
-        self.backbone = ResNet50V1(in_chans, activation)
-        self.head = nn.Linear(ResNet50V1.num_features, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        super().__init__(ResNet50V1(in_chans, activation), nn.Linear(ResNet50V1.num_features, num_classes))

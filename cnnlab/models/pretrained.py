@@ -114,7 +114,19 @@ def classifier_head(
     return nn.Sequential(*layers, nn.Linear(width, num_classes))
 
 
-class TimmClassifier(nn.Module):
+class BackboneClassifier(nn.Module):
+    """A backbone ending in pooled features, then ``head``: the shape of every transfer-learning model."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+class TimmClassifier(BackboneClassifier):
     """A timm backbone (``name``, with stochastic depth ``drop_path_rate``) plus a new head: [Dense(hidden),
     activation] + Dropout(drop_rate) + Dense(k)."""
 
@@ -131,14 +143,10 @@ class TimmClassifier(nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.backbone = create_backbone(name, in_chans, pretrained, weights_path, drop_path_rate)
+        backbone = create_backbone(name, in_chans, pretrained, weights_path, drop_path_rate)
         # the pooled features' width: after a head conv (MobileNetV3) that is not num_features
-        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
-        self.head = classifier_head(width, num_classes, hidden, drop_rate, activation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+        super().__init__(backbone, classifier_head(width, num_classes, hidden, drop_rate, activation))
 
 
 def mobilenetv2(**kwargs) -> TimmClassifier:
