@@ -58,7 +58,8 @@ def _resolve_count(net: nn.Module, layers: LayerCount) -> Literal["keras", "modu
         known = ", ".join(f"{timm_name} ({keras_name})" for timm_name, keras_name in KERAS_TWINS.items())
         raise ValueError(
             f"freeze.layers=keras needs a backbone with a Keras twin; this model has none (Keras layer lists "
-            f"exist for the timm backbones {known}): use freeze.layers=modules to count modules with parameters"
+            f"exist for the keras_* models and the timm backbones {known}): use freeze.layers=modules to count "
+            "modules with parameters"
         )
     if layers == "auto":
         return "keras" if twin is not None else "modules"
