@@ -20,7 +20,7 @@ from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
 from cnnlab.errors import CnnlabError
 from cnnlab.models.keras_applications import KerasApplication
 from cnnlab.models.keras_layers import apply_keras_defaults, keras_layers
-from cnnlab.models.keras_weights import KERAS_WEIGHTS
+from cnnlab.models.keras_weights import KERAS_WEIGHTS, fetch_keras_weights
 from cnnlab.training.freeze import TopK, trainable_base_params
 
 PREPROCESS = {  # what a Keras study feeds its base model, from an image in 0..255
@@ -204,3 +204,35 @@ def test_s3_transfer_run_trains_from_a_local_keras_file(cnnlab, tmp_path):
     with h5py.File(tmp_path / "resnet50.h5") as file:
         kernel = torch.from_numpy(np.asarray(file["conv5_block3_2_conv"]["conv5_block3_2_conv/kernel"]))
     assert torch.equal(state["net.backbone.layer4.2.conv2.weight"], kernel.permute(3, 2, 0, 1))
+
+
+def test_file_names_urls_and_hashes_are_keras_own(monkeypatch):
+    """What cnnlab asks Keras to fetch is what keras.applications itself downloads (its source's constants)."""
+    from keras.src.applications import efficientnet_v2, mobilenet_v2, resnet
+
+    expected = {
+        "ResNet50": (
+            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            resnet.BASE_WEIGHTS_PATH,
+            resnet.WEIGHTS_HASHES["resnet50"][1],
+        ),
+        "MobileNetV2": (
+            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_128_no_top.h5",
+            mobilenet_v2.BASE_WEIGHT_PATH,
+            None,
+        ),
+        "EfficientNetV2B0": (
+            "efficientnetv2-b0_notop.h5",
+            efficientnet_v2.BASE_WEIGHTS_PATH,
+            efficientnet_v2.WEIGHTS_HASHES["b0"][1],
+        ),
+    }
+    fetched = []
+    monkeypatch.setattr(
+        keras.utils,
+        "get_file",
+        lambda name, url, cache_subdir, file_hash: fetched.append((name, url, file_hash)) or name,
+    )
+    for application, (name, base_url, file_hash) in expected.items():
+        assert fetch_keras_weights(application, 128).name == name
+        assert fetched.pop() == (name, base_url + name, file_hash)
