@@ -67,6 +67,7 @@ def test_experiment_trains_and_tests(experiment, data_dir, tmp_path):
     results = train(cfg)
     assert results["status"] == "completed", results.get("error")
     assert 0.0 <= results["test/acc"] <= 1.0 and results["epochs_run"] == 1
+    assert results["runtime"]["precision"] == "32-true"  # the study's float32, whatever the machine has
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "completed"
 
 

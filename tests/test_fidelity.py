@@ -326,6 +326,15 @@ def test_record_is_well_formed():
         unknown = set(entry.get("computed") or {}) - set(COMPUTED) - REFERENCED
         if unknown:
             problems.append(f"{where}: no way to compute {sorted(unknown)}")
+    for run_id, (_, run) in RUNS.items():
+        for result in run.get("results") or []:
+            where = f"{run_id} | result {result.get('metric')!r}"
+            if set(result) - {"metric", "value", "source", "conflict"} or not result.get("value"):
+                problems.append(f"{where}: a result has metric, value, source and perhaps conflict")
+            if not str(result.get("source", "")).startswith(tuple(RECORD["studies"])):
+                problems.append(f"{where}: source should name the seed section")
+            if "conflict" in result and not result["conflict"]:
+                problems.append(f"{where}: a conflict says what the seed reports elsewhere")
     for study in RECORD["studies"].values():
         runs = resolved_runs(study)
         for run_id, run in study["runs"].items():
@@ -371,11 +380,33 @@ def as_number(text: str) -> Any:
         return text
 
 
-README_ROWS = [(row_id, row) for study in RECORD["studies"].values() for row_id, row in study["readme_rows"].items()]
+# a number as the README and the record write it (93.94, 1,368,778, 2.326e-4), not part of a name (ResNet-18, S2)
+NUMBER = re.compile(r"(?<![A-Za-z]-)(?<![\w.])\d+(?:,\d{3})*(?:\.\d+)?(?:e-?\d+)?")
 
 
-@pytest.mark.parametrize("row_id, row", README_ROWS, ids=[r for r, _ in README_ROWS])
-def test_readme_row_runs_the_recorded_experiments_and_shows_the_reported_numbers(row_id, row):
+def numbers(text: str) -> list[str]:
+    """The numbers ``text`` shows, in order; what is in `code` (commands, option values) left out."""
+    return NUMBER.findall(re.sub(r"`[^`]*`", "", text))
+
+
+def reported_numbers(study: dict, experiments: list[str]) -> set[str]:
+    """Every number of the results (values and conflicts) of the study's runs of these experiments."""
+    return {
+        number
+        for run_id, run in study["runs"].items()
+        if run_id.split()[0] in experiments
+        for result in run.get("results") or []
+        for number in numbers(f"{result['value']} {result.get('conflict', '')}")
+    }
+
+
+README_ROWS = [
+    (row_id, row, study) for study in RECORD["studies"].values() for row_id, row in study["readme_rows"].items()
+]
+
+
+@pytest.mark.parametrize("row_id, row, study", README_ROWS, ids=[r for r, _, _ in README_ROWS])
+def test_readme_row_runs_the_recorded_experiments_and_shows_exactly_the_reported_numbers(row_id, row, study):
     table = reproduce_table()
     assert row_id in table, f"README's study table has no row {row_id}"
     cells = table[row_id]
@@ -388,7 +419,14 @@ def test_readme_row_runs_the_recorded_experiments_and_shows_the_reported_numbers
             f"{row_id}: {key}={overrides[key]}, the record says {values}"
         )
     reported = next(v for k, v in cells.items() if k.startswith("reported"))
-    assert [n for n in row["reported"] if n not in reported] == [], f"{row_id}: README's reported cell lacks them"
+    assert numbers(reported) == row["reported"], f"{row_id}: README's reported cell shows other numbers"
+    unrecorded = [n for n in row["reported"] if n not in reported_numbers(study, row["experiments"])]
+    assert unrecorded == [], f"{row_id}: no result of the row's runs in the record reports {unrecorded}"
+
+
+def test_numbers_are_read_as_the_readme_writes_them():
+    text = "ResNet-18 89.85 % (also 78.3 %), S2's 1,368,778 at `freeze.trainable=10` lr 2.326e-4; 77, 84 %"
+    assert numbers(text) == ["89.85", "78.3", "1,368,778", "2.326e-4", "77", "84"]
 
 
 def test_readme_fidelity_section_is_the_generated_one():

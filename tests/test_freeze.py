@@ -13,7 +13,7 @@ from conftest import quiet_trainer, read_results, run_dirs
 from fakedata import write_cifar10
 from hydra import compose, initialize_config_module
 from lightning.pytorch import Callback
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import OmegaConf
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -164,6 +164,35 @@ def test_two_stage_switches_at_the_epoch_with_the_new_lr_and_resumes(tmp_path: P
     after = resumed.state_dict()
     assert not torch.equal(before["net.backbone.layer4.0.conv2.weight"], after["net.backbone.layer4.0.conv2.weight"])
     assert torch.equal(before["net.backbone.layer4.0.conv1.weight"], after["net.backbone.layer4.0.conv1.weight"])
+
+
+class ScriptedMetric(Callback):
+    """Logs ``scripted``, the current epoch's entry of ``values``, after every validation (not the sanity check)."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = values
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            pl_module.log("scripted", self.values[trainer.current_epoch])
+
+
+@pytest.mark.parametrize("restart, stopped_epoch", [(True, 4), (False, 3)])
+def test_two_stage_restarts_early_stopping_at_the_switch(restart, stopped_epoch):
+    """Keras fine-tunes in a second fit, whose EarlyStopping starts afresh: with patience 2, a switch at epoch 2
+    and the head-only stage's best (0.5) never beaten again, the patience counts from the switch's first
+    epoch (0.9, the new best) and training stops at epoch 4; without the restart it stops at epoch 3, two
+    epochs after the head-only best."""
+    early_stopping = EarlyStopping(monitor="scripted", patience=2)
+    policy = {**TWO_STAGE, "unfreeze_epoch": 2, "restart_early_stopping": restart}
+    fit(
+        classifier(policy),
+        8,
+        [ScriptedMetric([1.0, 0.5, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95]), early_stopping],
+        validate=True,
+    )
+    assert early_stopping.stopped_epoch == stopped_epoch
+    assert early_stopping.best_score.item() == pytest.approx(0.9 if restart else 0.5)
 
 
 # --- counting layers as Keras does: checked against Keras' own layer lists (tests/reference/) ---

@@ -11,6 +11,7 @@ from torch import nn
 
 import cnnlab.conf
 from cnnlab.models.mobilenetv3 import Bottleneck, MobileNetV3
+from cnnlab.nn.blocks import ConvBlock, SqueezeExcite
 from cnnlab.nn.features import HOG
 from cnnlab.training.module import build_network
 
@@ -96,6 +97,20 @@ def test_known_parameter_counts():
     """The S0 arithmetic itself, for 3-channel input and EuroSAT's 10 classes."""
     assert s0_params("small", 3, 10) == 1_519_906
     assert s0_params("large", 3, 10) == 4_208_226
+
+
+@pytest.mark.parametrize("mode", ["small", "large"])
+def test_se_last_conv_adds_the_tables_se_after_the_last_1x1_conv(mode):
+    """S0's Small table marks SE on the last 1x1 conv: an SE block over its channels (576 small, 960 large)."""
+    last = S0[mode][1]
+    model = MobileNetV3(10, mode=mode, se_last_conv=True)
+    conv, se = model.features[-2:]
+    assert isinstance(conv, ConvBlock) and conv[0].out_channels == last
+    assert isinstance(se, SqueezeExcite) and (se.fc1.in_features, se.fc1.out_features) == (last, last // 4)
+    assert n_params(model) == s0_params(mode, 3, 10) + 2 * last * (last // 4)
+    assert not any(isinstance(m, SqueezeExcite) for m in MobileNetV3(10, mode=mode).features[-2:])
+    with torch.no_grad():
+        assert model.eval()(torch.rand(2, 3, 64, 64)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("mode", ["small", "large"])

@@ -15,6 +15,7 @@ import cnnlab.conf
 from cnnlab.models.complexity import count_macs
 from cnnlab.models.pretrained import without_pretrained_weights
 from cnnlab.models.resnet import ResNet50
+from cnnlab.nn.blocks import Residual
 from cnnlab.training.module import build_network
 
 CONF_MODEL = Path(cnnlab.conf.__path__[0]) / "model"
@@ -23,6 +24,7 @@ SWAPPED = {
     "cnn_baseline_s2": nn.ReLU,
     "cnn_baseline_s4": nn.ReLU,
     "cnn_improved_s4": nn.ReLU,
+    "cnn_improved_s4 skip=true": nn.ReLU,
     "cnn_residual_s4": nn.ReLU,
     "alexnet_cifar": nn.ReLU,
     "resnet18_s2": nn.ReLU,
@@ -37,8 +39,12 @@ GELU = {"_target_": "cnnlab.nn.activations.GELU", "_partial_": True}
 
 
 def build(name: str, img_size: int = 32, num_classes: int = 10, activation: dict | None = None) -> nn.Module:
-    """The network as the CLI builds it from conf/model/<name>.yaml (without pretrained weights)."""
-    net_cfg = without_pretrained_weights(OmegaConf.to_container(OmegaConf.load(CONF_MODEL / f"{name}.yaml").net))
+    """The network as the CLI builds it from conf/model/<name>.yaml, without pretrained weights; ``name`` may
+    add net options after the file's name, as on the command line without ``model.net.``:
+    "cnn_improved_s4 skip=true"."""
+    file, *options = name.split()
+    net_cfg = without_pretrained_weights(OmegaConf.to_container(OmegaConf.load(CONF_MODEL / f"{file}.yaml").net))
+    net_cfg.update(OmegaConf.to_container(OmegaConf.from_dotlist(options)))
     return build_network(net_cfg, activation, num_classes, 3, img_size)
 
 
@@ -121,6 +127,15 @@ def test_cnn_baseline_s4_matches_table_1():
         262_272,
         1_290,
     ]
+
+
+def test_cnn_improved_s4_skip_reading_adds_a_projection_shortcut_to_each_block():
+    plain, skip = build("cnn_improved_s4"), build("cnn_improved_s4 skip=true")
+    assert count(plain, Residual) == 0 and count(skip, Residual) == 3
+    projections = sum(c_in * c_out + 2 * c_out for c_in, c_out in [(3, 32), (32, 64), (64, 128)])  # 1x1 conv + BN
+    assert num_params(plain) == 323_050 and num_params(skip) == 323_050 + projections
+    shortcuts = [m.shortcut for m in skip.modules() if isinstance(m, Residual)]
+    assert [[c.kernel_size for c in s.modules() if isinstance(c, nn.Conv2d)] for s in shortcuts] == [[(1, 1)]] * 3
 
 
 def test_cnn_residual_s4_matches_s4_keras_count():

@@ -1,8 +1,10 @@
-"""``trainer.precision=auto``: the per-device, per-model choice and its record in results.json."""
+"""``trainer.precision=auto``: the per-device, per-model choice and its record in results.json; the study
+experiments' float32."""
 
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,6 +42,21 @@ def test_model_configs_say_whether_bf16_pays_on_cpu(model, gains):
         cfg = compose("train", overrides=[f"model={model}"])
     assert cfg.trainer.precision == "auto" and cfg.model.bf16_on_cpu is gains
     assert run_precision(cfg)[0] == ("bf16-mixed" if gains and cpu_supports_bf16() else "32-true")  # trainer=cpu
+
+
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_study_experiments_train_in_float32_on_any_device_unless_told(experiment):
+    """The studies trained in float32 (their frameworks' default): not ``auto``'s bf16 on a GPU or a bf16 CPU."""
+    with initialize_config_module("cnnlab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"])
+        faster = compose("train", overrides=[f"experiment={experiment}", "trainer.precision=bf16-mixed"])
+    for accelerator in ("cpu", "gpu"):
+        cfg.trainer.accelerator = faster.trainer.accelerator = accelerator
+        assert run_precision(cfg) == ("32-true", "set by trainer.precision")
+        assert run_precision(faster)[0] == "bf16-mixed"
 
 
 def test_a_run_records_its_precision_memory_format_and_allocator(cnnlab):

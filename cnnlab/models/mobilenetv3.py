@@ -18,6 +18,14 @@ conv that is the classifier in plain mode outputs 256 instead, with no activatio
 HS pre-logits conv, as the classifier does). The two 256-d vectors are concatenated and ``head`` =
 Linear(512, num_classes) classifies them. The HOG branch's ReLU is fixed, not the swappable
 activation, so ``activation=`` means the same layers in both modes.
+
+S0's Small table (as the MobileNetV3 paper's Table 2) marks SE on the last 1x1 conv (576 channels); the
+code S0 shows applies SE only inside its bottlenecks, and the reference implementations (torchvision,
+timm) build none there. ``se_last_conv=True`` adds it: an SE block (``se_reduction``) after that conv's
+activation, in either mode.
+
+S0 shows no weight initialization; cnnlab uses torchvision's MobileNetV3 recipe (kaiming-normal fan-out
+for convs, N(0, 0.01) for linear layers, BatchNorm ones and zeros).
 """
 
 from __future__ import annotations
@@ -124,7 +132,8 @@ class MobileNetV3(nn.Module):
 
     ``hybrid=True`` builds S0's Sobel + HOG variant (module docstring); the ``hog_*`` options set
     the HOG (defaults suit 64x64 inputs) and are ignored otherwise. ``drop_rate`` is dropout right
-    before ``head`` in both modes.
+    before ``head`` in both modes. ``se_last_conv=True`` adds the SE block S0's Small table marks on the
+    last 1x1 conv (module docstring).
     """
 
     def __init__(
@@ -141,6 +150,7 @@ class MobileNetV3(nn.Module):
         hog_orientations: int = 9,
         hog_pixels_per_cell: int = 8,
         hog_cells_per_block: int = 2,
+        se_last_conv: bool = False,
     ) -> None:
         super().__init__()
         if mode not in CONFIGS:
@@ -173,6 +183,8 @@ class MobileNetV3(nn.Module):
             chans = out
         last_conv = make_divisible(last_conv * width_mult)
         features.append(ConvBlock(chans, last_conv, 1, activation=deep_activation))
+        if se_last_conv:
+            features.append(SqueezeExcite(last_conv, se_reduction))
         self.features = nn.Sequential(*features)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.pre_logits = nn.Sequential(nn.Linear(last_conv, pre_classifier), deep_activation())

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 from typing import Literal, Union
 
-from lightning.pytorch import LightningModule
-from lightning.pytorch.callbacks import BaseFinetuning
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BaseFinetuning, EarlyStopping
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
@@ -151,6 +152,11 @@ class TwoStage(BaseFinetuning):
     BaseFinetuning checkpoints the param groups, and past the switch each epoch re-applies the trainable
     set, which ``apply`` reset to head only when the module was rebuilt. Schedulers that keep one base LR
     per group (cosine) do not schedule the new group; ReduceLROnPlateau does.
+
+    ``restart_early_stopping``: at the switch every EarlyStopping callback starts afresh (no epochs waited,
+    no best value), as Keras' EarlyStopping does when the fine-tuning is a second ``model.fit`` (its
+    ``on_train_begin`` resets them): the patience counts from the switch, and the head-only stage's best
+    loss does not end the fine-tuning before it improves on it.
     """
 
     def __init__(
@@ -160,6 +166,7 @@ class TwoStage(BaseFinetuning):
         lr: float = 1e-5,
         layers: LayerCount = "auto",
         base_inference: bool = False,
+        restart_early_stopping: bool = True,
     ) -> None:
         super().__init__()
         self.unfreeze_epoch = unfreeze_epoch
@@ -167,6 +174,7 @@ class TwoStage(BaseFinetuning):
         self.lr = lr
         self.layers = layers
         self.base_inference = base_inference
+        self.restart_early_stopping = restart_early_stopping
 
     def apply(self, net: nn.Module) -> None:
         layer_count(net, self.trainable, self.layers)  # fail at build time, not at the switch
@@ -181,7 +189,22 @@ class TwoStage(BaseFinetuning):
         set_trainable(pl_module.net, self.trainable, self.layers, self.base_inference)
         known = {id(p) for group in optimizer.param_groups for p in group["params"]}
         new = [p for p in pl_module.net.parameters() if p.requires_grad and id(p) not in known]
-        if new:
+        if new:  # the switch itself (a resumed run past it gets its param groups from the checkpoint)
             for group in optimizer.param_groups:
                 group["lr"] = self.lr
             optimizer.add_param_group({"params": new, "lr": self.lr})
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        groups = [len(optimizer.param_groups) for optimizer in trainer.optimizers]
+        super().on_train_epoch_start(trainer, pl_module)  # finetune_function: a new param group at the switch
+        switched = [len(optimizer.param_groups) for optimizer in trainer.optimizers] != groups
+        if switched and self.restart_early_stopping:
+            for early_stopping in trainer.early_stopping_callbacks:
+                restart_early_stopping(early_stopping)
+
+
+def restart_early_stopping(early_stopping: EarlyStopping) -> None:
+    """``early_stopping`` as a new one: no epochs waited, no best value yet (Keras' ``on_train_begin``)."""
+    early_stopping.wait_count = 0
+    early_stopping.stopped_epoch = 0
+    early_stopping.best_score = torch.tensor(torch.inf if early_stopping.monitor_op == torch.lt else -torch.inf)
