@@ -15,6 +15,8 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.errors import ConfigError
+from cnnlab.models.keras_weights import check_keras_weights
+from cnnlab.models.pretrained import without_pretrained_weights
 from cnnlab.training.module import RUNTIME_KEYS, build_network
 from cnnlab.training.precision import valid_precisions
 
@@ -170,9 +172,8 @@ def _check_network(cfg: DictConfig) -> None:
     """Build the network once (without pretrained weights) and run it on zeros: catches images too
     small for the model and freeze counts beyond its layers."""
     net_cfg = OmegaConf.to_container(cfg.model.net, resolve=True)
-    net_cfg.update(
-        {key: None if key == "weights_path" else False for key in ("pretrained", "weights_path") if key in net_cfg}
-    )
+    check_keras_weights(net_cfg, cfg.data.img_size)  # before any work: the file must be there
+    net_cfg = without_pretrained_weights(net_cfg)
     activation = OmegaConf.to_container(cfg.activation, resolve=True) if cfg.get("activation") else None
     img_size = cfg.data.img_size
     try:

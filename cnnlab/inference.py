@@ -15,6 +15,7 @@ from cnnlab.data.base import Split
 from cnnlab.data.images import UNREADABLE_IMAGE_ERRORS, decode_image, to_chw_tensor
 from cnnlab.data.preprocess import preprocess
 from cnnlab.errors import CnnlabError
+from cnnlab.models.pretrained import without_pretrained_weights
 from cnnlab.training.checkpoints import load_checkpoint
 from cnnlab.training.module import ImageClassifier, model_config, without_compiled_copy
 from cnnlab.training.precision import autocast
@@ -34,8 +35,7 @@ def load_classifier(ckpt_path: str | Path, trust_checkpoint: bool = False, devic
     model = model_config(hparams["model"])
     # no torch.compile (minutes of compiling for a few batches; export needs the plain network), and no
     # pretrained download: the checkpoint's weights replace them
-    net = {**model["net"], "pretrained": False} if "pretrained" in model["net"] else model["net"]
-    hparams["model"] = {**model, "net": net, "compile": False}
+    hparams["model"] = {**model, "net": without_pretrained_weights(model["net"]), "compile": False}
     try:
         module = ImageClassifier(**hparams)
         module.load_state_dict(without_compiled_copy(checkpoint["state_dict"]))

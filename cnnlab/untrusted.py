@@ -23,6 +23,8 @@ MODEL_BUILDERS = frozenset(
         "cnnlab.models.cifar_cnns.CNNBaselineS4",
         "cnnlab.models.cifar_cnns.CNNImprovedS4",
         "cnnlab.models.cifar_cnns.CNNResidualS4",
+        "cnnlab.models.keras_applications.KerasApplication",
+        "cnnlab.models.keras_applications.ResNet50Keras",
         "cnnlab.models.mobilenet_v1.MobileNetV1",
         "cnnlab.models.mobilenetv3.MobileNetV3",
         "cnnlab.models.pretrained.TimmClassifier",

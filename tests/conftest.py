@@ -142,3 +142,9 @@ def cnnlab(tmp_path: Path):
 
     call.cwd = tmp_path
     return call
+
+
+def weights_off(net) -> list[str]:
+    """The overrides that build a model config's ``net`` without ImageNet weights (no download, no weight file):
+    timm models' ``pretrained``, the Keras twins' ``weights``."""
+    return [f"model.net.{key}={value}" for key, value in (("pretrained", "false"), ("weights", "null")) if key in net]

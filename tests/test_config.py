@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import weights_off
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -65,8 +66,9 @@ def test_option_composes(group: str, option: str):
     assert cfg.seed == 42
     assert "_target_" in cfg.trainer
     if group == "model":
-        if "pretrained" in cfg.model.net:
-            cfg = compose_with(f"{prefix}{group}={option}", "model.net.pretrained=false")
+        off = weights_off(cfg.model.net)
+        if off:
+            cfg = compose_with(f"{prefix}{group}={option}", *off)
         module = ImageClassifier(
             model=to_dict(cfg.model),
             activation=to_dict(cfg.get("activation")),

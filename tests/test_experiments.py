@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import read_results
+from conftest import read_results, weights_off
 from fakedata import write_all
 from hydra import compose, initialize_config_module
 
@@ -38,8 +38,9 @@ def composed(*overrides: str):
         return compose("train", overrides=list(overrides))
 
 
-def is_pretrained(experiment: str) -> bool:
-    return "pretrained" in composed(f"experiment={experiment}").model.net
+def experiment_weights_off(experiment: str) -> tuple[str, ...]:
+    """The overrides that build the experiment's network without ImageNet weights (no download, no file)."""
+    return tuple(weights_off(composed(f"experiment={experiment}").model.net))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_s3_grid_options_set_the_reported_pairs():
 def test_experiment_trains_and_tests(experiment, data_dir, tmp_path):
     """Composed with Hydra's compose API and run by ``train`` in this process (the CLI's path minus the
     process start-up, which the table commands below exercise)."""
-    extra = ["model.net.pretrained=false"] if is_pretrained(experiment) else []
+    extra = experiment_weights_off(experiment)
     cfg = composed(
         f"experiment={experiment}", *SMOKE, *extra, f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path}"
     )
@@ -85,11 +86,11 @@ def test_readme_command_runs_its_jobs(row, data_dir, tmp_path, monkeypatch):
     the smoke preset, tiny data, no test stage, and 2 trials for searches; checks the number of runs."""
     row_id, args, runs = row
     experiments = next(a for a in args if a.startswith("experiment=")).split("=", 1)[1].split(",")
-    pretrained = {is_pretrained(e) for e in experiments}
-    assert len(pretrained) == 1, "a command mixes pretrained and from-scratch models"
+    off = {experiment_weights_off(e) for e in experiments}
+    assert len(off) == 1, "a command mixes pretrained and from-scratch models"
     extra = [*SMOKE, "test=false", f"paths.data_dir={data_dir}"]
     # ++: the multirun's first composition applies no sweep value, so no pretrained model is chosen yet
-    extra += ["++model.net.pretrained=false"] if pretrained.pop() else []
+    extra += [f"++{override}" for override in off.pop()]
     search = runs.endswith("trials")
     extra += ["hydra.sweeper.n_trials=2"] if search else []
     monkeypatch.chdir(tmp_path)

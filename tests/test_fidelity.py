@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import timm.data
 import torch
+from conftest import weights_off
 from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
@@ -139,8 +140,9 @@ def module(overrides: tuple[str, ...]) -> ImageClassifier:
     """The module train.py builds for the run; a pretrained backbone without its weights. Runs that differ only
     outside the network (data, trainer, optimizer) share one."""
     cfg = composed(overrides)
-    if cfg.model.net.get("pretrained"):
-        cfg = composed((*overrides, "model.net.pretrained=false"))
+    off = weights_off(cfg.model.net)
+    if off:
+        cfg = composed((*overrides, *off))
     data = RecordedData(cfg)
     network = json.dumps(
         [plain(cfg.get(key)) for key in ("model", "activation", "freeze")] + [data.num_classes, data.img_size]
@@ -199,9 +201,12 @@ def scheduler(cfg: DictConfig, overrides: tuple[str, ...]) -> dict | None:
 
 
 def normalization(cfg: DictConfig, overrides: tuple[str, ...]) -> dict | None:
-    """The mean/std the inputs get: data.mean/std, else a pretrained backbone's own (timm's pretrained_cfg)."""
+    """The mean/std the inputs get: data.mean/std, else a pretrained backbone's own (a Keras twin's Keras
+    preprocessing, timm's pretrained_cfg)."""
     if cfg.data.mean is not None:
         return {"mean": list(cfg.data.mean), "std": list(cfg.data.std)}
+    if cfg.model.net.get("weights") == "keras":
+        return module(overrides).net.input_normalization
     if cfg.model.net.get("pretrained"):
         resolved = timm.data.resolve_model_data_config(module(overrides).net.backbone)
         return {"mean": list(resolved["mean"]), "std": list(resolved["std"])}

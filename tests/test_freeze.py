@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from cnnlab.config import validate
 from cnnlab.errors import ConfigError
 from cnnlab.models.cifar_cnns import CNNBaselineS2
+from cnnlab.models.keras_applications import KerasApplication
 from cnnlab.models.keras_layers import keras_layers
 from cnnlab.models.pretrained import TimmClassifier
 from cnnlab.training.freeze import TopK, TwoStage, trainable_base_params
@@ -197,30 +198,50 @@ def test_two_stage_restarts_early_stopping_at_the_switch(restart, stopped_epoch)
 # --- counting layers as Keras does: checked against Keras' own layer lists (tests/reference/) ---
 
 REFERENCE = Path(__file__).parent / "reference" / "keras_layers"
-# reference file -> (timm twin, input channels)
+# twin -> (reference file, builder of a classifier with that backbone)
 KERAS_REFERENCES = {
-    "mobilenetv2_100": ("mobilenetv2_100", 3),
-    "resnet50": ("resnet50", 3),
-    "tf_efficientnetv2_b0": ("tf_efficientnetv2_b0", 3),
-    "tf_efficientnetv2_b0-in_chans1": ("tf_efficientnetv2_b0", 1),
+    "mobilenetv2_100": ("mobilenetv2_100", lambda: TimmClassifier(3, name="mobilenetv2_100", pretrained=False)),
+    "resnet50": ("resnet50", lambda: TimmClassifier(3, name="resnet50", pretrained=False)),
+    "tf_efficientnetv2_b0": (
+        "tf_efficientnetv2_b0",
+        lambda: TimmClassifier(3, name="tf_efficientnetv2_b0", pretrained=False),
+    ),
+    "tf_efficientnetv2_b0-in_chans1": (
+        "tf_efficientnetv2_b0-in_chans1",
+        lambda: TimmClassifier(3, in_chans=1, name="tf_efficientnetv2_b0", pretrained=False),
+    ),
+    # the Keras-exact twins (cnnlab.models.keras_applications)
+    **{
+        f"keras_{application}": (
+            file,
+            lambda application=application: KerasApplication(3, application=application, weights=None),
+        )
+        for application, file in [
+            ("MobileNetV2", "mobilenetv2_100"),
+            ("ResNet50", "resnet50"),
+            ("EfficientNetV2B0", "tf_efficientnetv2_b0"),
+        ]
+    },
 }
 RESNET50_CONV_BIASES = 26_560  # Keras' ResNet50 convs have biases (53 convs); timm's have none
 
 
-def keras_reference(file: str) -> list[tuple[str, int]]:
-    """(name, trainable parameters) of each entry of the Keras model's ``layers``, ResNet50's conv biases left out."""
-    rows = json.loads((REFERENCE / f"{file}.json").read_text())["layers"]
-    biases = sum(weights.get("bias", 0) for _, cls, weights in rows if cls == "Conv2D") if file == "resnet50" else 0
-    assert biases == (RESNET50_CONV_BIASES if file == "resnet50" else 0)
+def keras_reference(twin_name: str) -> list[tuple[str, int]]:
+    """(name, trainable parameters) of each entry of the Keras model's ``layers``; for timm's resnet50,
+    without Keras' conv biases."""
+    rows = json.loads((REFERENCE / f"{KERAS_REFERENCES[twin_name][0]}.json").read_text())["layers"]
+    biases = (
+        sum(weights.get("bias", 0) for _, cls, weights in rows if cls == "Conv2D") if twin_name == "resnet50" else 0
+    )
+    assert biases == (RESNET50_CONV_BIASES if twin_name == "resnet50" else 0)
     return [
         (name, sum(size for weight, size in weights.items() if not (biases and cls == "Conv2D" and weight == "bias")))
         for name, cls, weights in rows
     ]
 
 
-def twin(file: str) -> TimmClassifier:
-    name, in_chans = KERAS_REFERENCES[file]
-    return TimmClassifier(3, in_chans=in_chans, name=name, pretrained=False)
+def twin(twin_name: str) -> nn.Module:
+    return KERAS_REFERENCES[twin_name][1]()
 
 
 def owns_parameters(module: nn.Module) -> bool:
@@ -272,13 +293,13 @@ S1_GRID = ["experiment=s1_mobilenetv2_imagefolder", "freeze=top_k"]
         (["experiment=s1_mobilenetv2_imagefolder"], 2_223_872),  # S1's best: every layer
         (["experiment=s3_resnet50_transfer_fruits360"], 4_096),
         (["experiment=s4_efficientnetv2_two_stage"], 1_956_880),  # stage 2
-        (["experiment=s4_resnet50_transfer"], 16_936_448),  # stage 2; Keras: 16,950,528 with its 14,080 conv biases
+        (["experiment=s4_resnet50_transfer"], 16_950_528),  # stage 2
     ],
     ids=["s1_head", "s1_top10", "s1_top20", "s1_all", "s1", "s3", "s4_efficientnetv2", "s4_resnet50"],
 )
 def test_study_configs_train_as_many_base_parameters_as_keras(overrides, expected):
     """The studies' Keras numbers (REPRODUCE.md) from the experiment configs, through the module train.py builds."""
-    cfg = composed(*overrides, "model.net.pretrained=false")
+    cfg = composed(*overrides, "model.net.weights=null")
     freeze = OmegaConf.to_container(cfg.freeze, resolve=True)
     module = classifier(freeze, OmegaConf.to_container(cfg.model, resolve=True))
     policy = module.freeze_policy
@@ -326,7 +347,7 @@ def test_too_many_keras_layers_says_how_many_the_backbone_has():
     ("overrides", "expected"),
     [
         (
-            ["experiment=s3_resnet50_transfer_fruits360", "freeze.trainable=176"],
+            ["experiment=s3_resnet50_transfer_fruits360", "model.net.weights=null", "freeze.trainable=176"],
             "freeze.trainable=176 is out of range: this model's backbone has 175 Keras layers",
         ),
         (["freeze=top_k", "freeze.layers=keras"], "freeze.layers=keras needs a backbone with a Keras twin"),
@@ -393,7 +414,7 @@ def test_two_stage_run_records_its_last_stage_base_parameters(cnnlab, tmp_path):
     cnnlab(
         "experiment=s4_efficientnetv2_two_stage",
         "debug=smoke",
-        "model.net.pretrained=false",
+        "model.net.weights=null",
         "freeze.unfreeze_epoch=1",
         "trainer.max_epochs=2",
         "test=false",

@@ -13,6 +13,7 @@ from torch import nn
 
 import cnnlab.conf
 from cnnlab.models.complexity import count_macs
+from cnnlab.models.pretrained import without_pretrained_weights
 from cnnlab.models.resnet import ResNet50
 from cnnlab.nn.blocks import Residual
 from cnnlab.training.module import build_network
@@ -28,16 +29,21 @@ SWAPPED = {
     "alexnet_cifar": nn.ReLU,
     "resnet18_s2": nn.ReLU,
     "resnet50": nn.ReLU,
+    "resnet50_v1": nn.ReLU,
     "mobilenet_v1": nn.ReLU6,
 }
+SLOW = {"resnet50", "resnet50_v1"}  # a ResNet-50's backward is too slow on 2 shared cores
+# the keras.applications twins (transfer learning: their backbone keeps its ReLUs)
+KERAS_TWINS = ["keras_efficientnetv2_b0", "keras_mobilenetv2", "keras_resnet50"]
 GELU = {"_target_": "cnnlab.nn.activations.GELU", "_partial_": True}
 
 
 def build(name: str, img_size: int = 32, num_classes: int = 10, activation: dict | None = None) -> nn.Module:
-    """The network as the CLI builds it from conf/model/<name>.yaml; ``name`` may add net options after the
-    file's name, as on the command line without ``model.net.``: "cnn_improved_s4 skip=true"."""
+    """The network as the CLI builds it from conf/model/<name>.yaml, without pretrained weights; ``name`` may
+    add net options after the file's name, as on the command line without ``model.net.``:
+    "cnn_improved_s4 skip=true"."""
     file, *options = name.split()
-    net_cfg = OmegaConf.to_container(OmegaConf.load(CONF_MODEL / f"{file}.yaml").net)
+    net_cfg = without_pretrained_weights(OmegaConf.to_container(OmegaConf.load(CONF_MODEL / f"{file}.yaml").net))
     net_cfg.update(OmegaConf.to_container(OmegaConf.from_dotlist(options)))
     return build_network(net_cfg, activation, num_classes, 3, img_size)
 
@@ -72,7 +78,16 @@ def test_output_shape_at_every_dataset_size(name: str, img_size: int):
     assert isinstance(net.head, nn.Linear) and net.head.out_features == 7
 
 
-@pytest.mark.parametrize("name", sorted(set(SWAPPED) - {"resnet50"}))  # resnet50: too slow on 2 shared cores
+@pytest.mark.parametrize("img_size", [32, 64, 100, 128])
+@pytest.mark.parametrize("name", KERAS_TWINS)
+def test_keras_twin_output_shape_at_every_dataset_size(name: str, img_size: int):
+    with torch.device("meta"):
+        net = build(name, img_size, num_classes=7)
+        assert net(torch.zeros(2, 3, img_size, img_size)).shape == (2, 7)
+    assert isinstance(net.head[-1], nn.Linear) and net.head[-1].out_features == 7
+
+
+@pytest.mark.parametrize("name", sorted(set(SWAPPED) - SLOW))
 def test_forward_and_backward_at_32(name: str):
     torch.manual_seed(0)
     net = build(name, 32, num_classes=131)
@@ -82,9 +97,10 @@ def test_forward_and_backward_at_32(name: str):
     assert all(p.grad is not None for p in net.parameters())
 
 
-def test_resnet50_forward_at_32():
+@pytest.mark.parametrize("name", sorted(SLOW))
+def test_resnet50_forward_at_32(name: str):
     torch.manual_seed(0)
-    net = build("resnet50", 32, num_classes=131).eval()
+    net = build(name, 32, num_classes=131).eval()
     with torch.no_grad():
         logits = net(torch.rand(2, 3, 32, 32))
     assert logits.shape == (2, 131) and torch.isfinite(logits).all()
@@ -139,6 +155,14 @@ def test_resnet50_is_the_standard_resnet50():
         reference = torchvision.models.resnet50()
     assert num_params(ours) == num_params(reference) == 25_557_032
     assert count(ours, nn.Conv2d) == count(reference, nn.Conv2d) == 53
+
+
+def test_resnet50_v1_matches_keras_resnet50_count():
+    # keras.applications.ResNet50(weights=None, classes=1000).count_params(): its 53 convs carry biases
+    with torch.device("meta"):
+        net = build("resnet50_v1", 224, num_classes=1000)
+    assert keras_param_count(net) == 25_636_712
+    assert count(net, nn.Conv2d) == 53 and all(m.bias is not None for m in net.modules() if isinstance(m, nn.Conv2d))
 
 
 def test_alexnet_dense_layers_follow_config():

@@ -1,9 +1,9 @@
-"""The Keras layer lists of the studies' pretrained base models, mapped onto the timm twins cnnlab uses.
+"""The Keras layer lists of the studies' pretrained base models, mapped onto cnnlab's twins of them.
 
 The Keras studies (S1, S3, S4) count layers as entries of ``base_model.layers`` of a ``keras.applications``
 model built with ``include_top=False``. There the input, every activation, add, zero-padding, pooling,
 dropout, reshape, multiply, rescaling and normalization is a layer of its own, and a conv and its
-BatchNorm are two layers. :func:`keras_layers` gives that list for a timm backbone with a Keras twin,
+BatchNorm are two layers. :func:`keras_layers` gives that list for a backbone with a Keras twin,
 input end first: each entry names the Keras layer and the backbone modules that own its parameters,
 none for a parameter-free layer. tests/reference/keras_layers/ holds the Keras models' own lists; the
 tests check names, order and per-layer parameter counts against them.
@@ -15,6 +15,10 @@ its BatchNorm interleaved with the main path's last ones); ``tf_efficientnetv2_b
 Normalization layer). Every parameter count agrees with Keras except ResNet50's conv biases: Keras' 53
 ResNet50 convs have one (26,560 parameters in all), timm's have none (a bias before a BatchNorm is
 redundant), so their Keras layers train the kernel only.
+
+The Keras-exact twins (:mod:`cnnlab.models.keras_applications`, marked ``keras_application``) use the same
+lists: the MobileNetV2 and EfficientNetV2B0 twins are these timm models, the ResNet50 twin has timm's module
+names with Keras' conv biases, so every Keras layer's parameters agree.
 """
 
 from __future__ import annotations
@@ -44,7 +48,10 @@ class KerasLayer:
 
 
 def keras_twin(backbone: nn.Module) -> str | None:
-    """The name of the ``keras.applications`` model a timm backbone stands in for, or None."""
+    """The name of the ``keras.applications`` model a backbone stands in for, or None: a Keras-exact twin's
+    ``keras_application`` (:mod:`cnnlab.models.keras_applications`), else its timm architecture's twin."""
+    if getattr(backbone, "keras_application", None):
+        return backbone.keras_application
     pretrained_cfg = getattr(backbone, "pretrained_cfg", None) or {}
     return KERAS_TWINS.get(pretrained_cfg.get("architecture"))
 

@@ -67,14 +67,24 @@ def create_backbone(
         ) from None
 
 
+def without_pretrained_weights(net: dict[str, Any]) -> dict[str, Any]:
+    """A model config's ``net`` with its ImageNet-weight switches off (timm's ``pretrained``/``weights_path``,
+    the Keras twins' ``weights``): the network to build when its weights come from elsewhere or are not needed."""
+    off = {"pretrained": False, "weights_path": None, "weights": None}
+    return {**net, **{key: value for key, value in off.items() if key in net}}
+
+
 def pretrained_normalization(net: dict[str, Any]) -> dict[str, list[float]]:
-    """``{"mean", "std"}`` that the ImageNet weights of a model config's ``net`` expect (timm's data config
-    of its backbone), or ``{}`` for a network without pretrained weights. The network is built on the meta
-    device: no weights are loaded or allocated."""
-    if not (net.get("pretrained") or net.get("weights_path")):
+    """``{"mean", "std"}`` that the ImageNet weights of a model config's ``net`` expect (a Keras twin's
+    ``input_normalization``, else timm's data config of its backbone), or ``{}`` for a network without
+    pretrained weights. The network is built on the meta device: no weights are loaded or allocated."""
+    if not (net.get("pretrained") or net.get("weights_path") or net.get("weights")):
         return {}
     with torch.device("meta"):
-        model = instantiate({**net, "pretrained": False, "weights_path": None}, num_classes=2)
+        model = instantiate(without_pretrained_weights(net), num_classes=2)
+    own = getattr(model, "input_normalization", None)
+    if own is not None:
+        return own
     backbone = getattr(model, "backbone", None)
     if backbone is None or not hasattr(backbone, "pretrained_cfg"):
         return {}
@@ -90,7 +100,33 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith(prefixes)})
 
 
-class TimmClassifier(nn.Module):
+def classifier_head(
+    width: int, num_classes: int, hidden: int | None, drop_rate: float, activation: ActivationFactory | None
+) -> nn.Sequential:
+    """A transfer-learning study's new head on ``width`` pooled features: [Dense(hidden), activation (ReLU)]
+    + Dropout(drop_rate) + Dense(k)."""
+    layers: list[nn.Module] = []
+    if hidden:
+        layers += [nn.Linear(width, hidden), (activation or ReLU)()]
+        width = hidden
+    if drop_rate:
+        layers.append(nn.Dropout(drop_rate))
+    return nn.Sequential(*layers, nn.Linear(width, num_classes))
+
+
+class BackboneClassifier(nn.Module):
+    """A backbone ending in pooled features, then ``head``: the shape of every transfer-learning model."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+class TimmClassifier(BackboneClassifier):
     """A timm backbone (``name``, with stochastic depth ``drop_path_rate``) plus a new head: [Dense(hidden),
     activation] + Dropout(drop_rate) + Dense(k)."""
 
@@ -107,20 +143,10 @@ class TimmClassifier(nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.backbone = create_backbone(name, in_chans, pretrained, weights_path, drop_path_rate)
+        backbone = create_backbone(name, in_chans, pretrained, weights_path, drop_path_rate)
         # the pooled features' width: after a head conv (MobileNetV3) that is not num_features
-        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
-        layers: list[nn.Module] = []
-        if hidden:
-            layers += [nn.Linear(width, hidden), (activation or ReLU)()]
-            width = hidden
-        if drop_rate:
-            layers.append(nn.Dropout(drop_rate))
-        self.head = nn.Sequential(*layers, nn.Linear(width, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+        super().__init__(backbone, classifier_head(width, num_classes, hidden, drop_rate, activation))
 
 
 def mobilenetv2(**kwargs) -> TimmClassifier:

@@ -41,11 +41,12 @@ def keras_defaults(net: nn.Module) -> nn.Module:
     glorot-uniform kernel (bound sqrt(6 / (fan_in + fan_out)), :func:`keras_fans`) and a zero bias; every
     BatchNorm Keras' momentum and epsilon (BN weights start at one and zero in both frameworks).
 
-    A timm model inside ``net`` (a transfer-learning backbone: it carries ``pretrained_cfg``) is left as
-    it is, with its ImageNet weights and its architecture's own BatchNorm settings: only the layers cnnlab
-    adds around it (the new head) get Keras' defaults, as a Keras study's new Dense layers did.
+    A timm model inside ``net`` (a transfer-learning backbone: it carries ``pretrained_cfg``) or a Keras
+    application's twin (``keras_application``) is left as it is, with its ImageNet weights and its
+    architecture's own BatchNorm settings: only the layers cnnlab adds around it (the new head) get Keras'
+    defaults, as a Keras study's new Dense layers did.
     """
-    backbones = [m for m in net.modules() if hasattr(m, "pretrained_cfg")]
+    backbones = [m for m in net.modules() if hasattr(m, "pretrained_cfg") or hasattr(m, "keras_application")]
     kept = {id(m) for backbone in backbones for m in backbone.modules()}
     for module in net.modules():
         if id(module) in kept:

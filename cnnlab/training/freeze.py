@@ -6,9 +6,10 @@ every other layer is frozen. What a layer is, is chosen by ``layers``:
 - ``keras``: an entry of the Keras base model's ``layers`` list, as the Keras studies (S1, S3, S4)
   counted. The input, activations, adds, zero-paddings, poolings, dropouts, reshapes, SE multiplies,
   Rescaling and Normalization are layers without parameters, and a conv and its BatchNorm are two
-  layers. Only timm backbones with a Keras twin have this list (cnnlab/models/keras_layers.py:
-  mobilenetv2_100 = MobileNetV2, 154 layers; resnet50 = ResNet50, 175; tf_efficientnetv2_b0 =
-  EfficientNetV2B0, 270); any other model gets one clear error.
+  layers. Only backbones with a Keras twin have this list (cnnlab/models/keras_layers.py): the Keras-exact
+  twins of cnnlab/models/keras_applications.py (``keras_*`` models) and the timm models mobilenetv2_100 =
+  MobileNetV2, 154 layers; resnet50 = ResNet50, 175; tf_efficientnetv2_b0 = EfficientNetV2B0, 270; any
+  other model gets one clear error.
 - ``modules``: a module that owns parameters itself (``module.parameters(recurse=False)`` is not empty:
   a conv, a BatchNorm, a linear layer, a ViT's position embedding on its root module), in registration
   order, which follows the forward pass in timm and cnnlab models. Parameter-free layers do not count:
@@ -58,7 +59,8 @@ def _resolve_count(net: nn.Module, layers: LayerCount) -> Literal["keras", "modu
         known = ", ".join(f"{timm_name} ({keras_name})" for timm_name, keras_name in KERAS_TWINS.items())
         raise ValueError(
             f"freeze.layers=keras needs a backbone with a Keras twin; this model has none (Keras layer lists "
-            f"exist for the timm backbones {known}): use freeze.layers=modules to count modules with parameters"
+            f"exist for the keras_* models and the timm backbones {known}): use freeze.layers=modules to count "
+            "modules with parameters"
         )
     if layers == "auto":
         return "keras" if twin is not None else "modules"
