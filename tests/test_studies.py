@@ -258,7 +258,7 @@ def test_end_of_run_block_compares(data_dir, tmp_path):
             "freeze=top_k",
             "freeze.trainable=10",
             "debug=smoke",
-            "model.net.pretrained=false",
+            "model.net.weights=null",
             f"paths.data_dir={data_dir}",
             "hydra.run.dir=outputs/s1",
         ],
@@ -271,7 +271,7 @@ def test_end_of_run_block_compares(data_dir, tmp_path):
         f"  study       S1-freeze (S1 sec. C a)): reported 88 % test accuracy, this run {study['this_run']:.0f} % "
         f"(difference {study['difference']:+.0f})" in block
     )
-    assert "departs from the study: model.net.pretrained=false, data.img_size=32, data.batch_size=8" in block
+    assert "departs from the study: model.net.weights=null, data.img_size=32, data.batch_size=8" in block
 
 
 # -- cnnlab-studies -------------------------------------------------------------------------------------------
@@ -322,7 +322,7 @@ def test_fold_sweep_puts_the_fold_mean_beside_the_studys_number_and_tags_mlflow(
     from mlflow.tracking import MlflowClient
 
     args = [
-        "-m", S1, "data.num_folds=5", "data.fold=0,1", "debug=smoke", "model.net.pretrained=false",
+        "-m", S1, "data.num_folds=5", "data.fold=0,1", "debug=smoke", "model.net.weights=null",
         f"paths.data_dir={data_dir}", "logger=[mlflow,tensorboard]",
     ]  # fmt: skip
     run_console_script("cnnlab", args, tmp_path, logged_out_env(tmp_path / "home"))
