@@ -132,6 +132,9 @@ class ImageDataModule(LightningDataModule):
         self.mean = None if mean is None else torch.tensor(mean).view(1, -1, 1, 1)
         self.std = None if std is None else torch.tensor(std).view(1, -1, 1, 1)
         self.download = download
+        # set when the model's first layer takes RGB (pretrained backbones): single-channel data is repeated
+        # to three channels
+        self.rgb = False
         self.class_names: list[str] = []
         self.splits: dict[str, Split] = {}
         self._device_splits: dict[str, Split] = {}

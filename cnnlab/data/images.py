@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
@@ -25,6 +26,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 # what PIL raises on zero-byte, truncated, corrupt or non-image files
 UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+UPSCALE_WARNING = 2.0  # a resize growing images more than this much is said in the log
+RESIZE_CHUNK = 1000  # images resized at once: the float copy of 50,000 images at 224 px would not fit
+_warned_upscales: set[tuple[int, int]] = set()
 
 
 @dataclass
@@ -101,6 +105,36 @@ def decode_image(path: Path, img_size: int) -> np.ndarray:
     if image.size != (img_size, img_size):
         image = image.resize((img_size, img_size), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
+
+
+def warn_if_upscaled(native: int, img_size: int, where: object) -> None:
+    """Say in the log (once per pair of sizes) that ``img_size`` grows ``native``-pixel images more than
+    :data:`UPSCALE_WARNING` times: more cache and compute for no new detail, usually by mistake."""
+    if img_size > UPSCALE_WARNING * native and (native, img_size) not in _warned_upscales:
+        _warned_upscales.add((native, img_size))
+        log.warning(
+            "data.img_size=%d upscales the %dx%d images of %s %.1fx: the cache and every layer grow with it for no "
+            "new detail; drop data.img_size to train at the native size",
+            img_size,
+            native,
+            native,
+            where,
+            img_size / native,
+        )
+
+
+def resize_images(images: torch.Tensor, img_size: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) images resized to (img_size, img_size), bilinear and antialiased, in chunks;
+    returned as they are when already that size."""
+    if images.shape[-2:] == (img_size, img_size):
+        return images
+    size = (img_size, img_size)
+    return torch.cat(
+        [
+            F.interpolate(chunk.float(), size=size, mode="bilinear", antialias=True).clamp(0, 255).round().to(torch.uint8)
+            for chunk in images.split(RESIZE_CHUNK)
+        ]
+    )
 
 
 def to_chw_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:

@@ -67,11 +67,16 @@ def create_backbone(
         ) from None
 
 
+def is_pretrained(net: dict[str, Any]) -> bool:
+    """Whether a model config's ``net`` loads pretrained weights (whose first layer takes RGB)."""
+    return bool(net.get("pretrained") or net.get("weights_path"))
+
+
 def pretrained_normalization(net: dict[str, Any]) -> dict[str, list[float]]:
     """``{"mean", "std"}`` that the ImageNet weights of a model config's ``net`` expect (timm's data config
     of its backbone), or ``{}`` for a network without pretrained weights. The network is built on the meta
     device: no weights are loaded or allocated."""
-    if not (net.get("pretrained") or net.get("weights_path")):
+    if not is_pretrained(net):
         return {}
     with torch.device("meta"):
         model = instantiate({**net, "pretrained": False, "weights_path": None}, num_classes=2)
