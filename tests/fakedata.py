@@ -157,7 +157,10 @@ def write_svhn(root: Path, train: int = 40, test: int = 20) -> Path:
     for part, n in (("train", train), ("test", test)):
         labels = np.arange(n) % 10
         images = class_pattern_images(rng, labels, 32, 3)
-        savemat(root / f"{part}_32x32.mat", {"X": images.transpose(1, 2, 3, 0), "y": np.where(labels == 0, 10, labels)[:, None]})
+        savemat(
+            root / f"{part}_32x32.mat",
+            {"X": images.transpose(1, 2, 3, 0), "y": np.where(labels == 0, 10, labels)[:, None]},
+        )
     return root
 
 

@@ -131,7 +131,10 @@ def resize_images(images: torch.Tensor, img_size: int) -> torch.Tensor:
     size = (img_size, img_size)
     return torch.cat(
         [
-            F.interpolate(chunk.float(), size=size, mode="bilinear", antialias=True).clamp(0, 255).round().to(torch.uint8)
+            F.interpolate(chunk.float(), size=size, mode="bilinear", antialias=True)
+            .clamp(0, 255)
+            .round()
+            .to(torch.uint8)
             for chunk in images.split(RESIZE_CHUNK)
         ]
     )

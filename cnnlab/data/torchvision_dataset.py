@@ -159,7 +159,9 @@ class TorchvisionDataModule(FolderDataModule):
         size = self.spec.size if img_size is None else img_size
         super().__init__(img_size=size, **kwargs)
         if img_size is None and not self.spec.fixed_size:
-            log.info("%s's images differ in size: resized to %dx%d (set data.img_size to choose)", self.name, size, size)
+            log.info(
+                "%s's images differ in size: resized to %dx%d (set data.img_size to choose)", self.name, size, size
+            )
         self.variant = self.spec.variant_default if variant is None else variant
         if self.spec.variant is None and variant is not None:
             raise DataError(f"data.variant={variant} is not an option of {self.name}; drop it")
@@ -199,7 +201,9 @@ class TorchvisionDataModule(FolderDataModule):
             return self.root
         found = {}
         for name in names:
-            candidates = [folder / f"{name}{ext}" for folder in (raw, self.root / self.name, self.root) for ext in ("", ".gz")]
+            candidates = [
+                folder / f"{name}{ext}" for folder in (raw, self.root / self.name, self.root) for ext in ("", ".gz")
+            ]
             found[name] = next((path for path in candidates if path.is_file()), None)
         if None in found.values():
             return None
@@ -254,7 +258,10 @@ class TorchvisionDataModule(FolderDataModule):
                 self.name,
                 _source_url(self.spec.cls),
                 self.layout,
-                lambda: [self.spec.cls(str(self.root), download=True, **kw, **self.options) for kw in self.spec.splits.values()],
+                lambda: [
+                    self.spec.cls(str(self.root), download=True, **kw, **self.options)
+                    for kw in self.spec.splits.values()
+                ],
             )
         super().prepare_data()
 
@@ -290,7 +297,9 @@ class TorchvisionDataModule(FolderDataModule):
             decoded = dict(zip(self.spec.splits, self.read_files()))
             splits = {name: part.take(np.arange(len(part.files.paths))) for name, part in decoded.items()}
         if "val" not in splits:
-            keep, val = stratified_holdout(splits["train"].labels.numpy(), self.val_fraction, self.seed, self.class_names)
+            keep, val = stratified_holdout(
+                splits["train"].labels.numpy(), self.val_fraction, self.seed, self.class_names
+            )
             splits["train"], splits["val"] = splits["train"].subset(keep), splits["train"].subset(val)
         return {name: splits[name] for name in ("train", "val", "test")}
 
