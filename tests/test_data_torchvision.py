@@ -143,6 +143,7 @@ def test_cli_trains_grayscale_fashion_mnist_on_its_official_split(cnnlab):
     assert hparams["preprocessing"]["in_chans"] == 1 and hparams["preprocessing"]["img_size"] == 28
     summary = json.loads((run / "data/summary.json").read_text())
     assert summary["per_class"]["test"]["Ankle boot"] == 10
+    assert "- model: `cnnlab.models.cifar_cnns.CNNBaselineS2(" in (run / "report/report.md").read_text()
 
 
 @pytest.mark.parametrize("name", ["CIFAR100", "SVHN"])
@@ -171,3 +172,28 @@ def test_cli_offline_is_one_line_without_traceback(cnnlab):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("cnnlab: error:")]
     assert "KMNIST could not be downloaded" in line and "data.root" in line
+
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (DEBIAN_FASHION_MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
+    reason="Debian's dataset-fashion-mnist is not installed (apt-get install -y dataset-fashion-mnist)",
+)
+def test_real_fashion_mnist_reaches_a_two_layer_cnn_accuracy(cnnlab):
+    """The real Fashion-MNIST as Debian installs it, on its official 60,000/10,000 split: the S2 baseline CNN
+    (2 conv layers) reaches the >= 0.85 test accuracy published 2-layer CNNs pass, in 2 epochs."""
+    cnnlab(
+        "data=torchvision",
+        "data.name=FashionMNIST",
+        f"data.root={DEBIAN_FASHION_MNIST}",
+        "model=cnn_baseline_s2",
+        "trainer.max_epochs=2",
+        "callbacks.progress_bar=null",
+    )
+    (run,) = run_dirs(cnnlab.cwd)
+    results = read_results(run)
+    assert results["split_sizes"] == {"train": 54_000, "val": 6_000, "test": 10_000}
+    assert results["test/acc"] >= 0.85
