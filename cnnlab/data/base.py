@@ -126,7 +126,7 @@ class ImageDataModule(LightningDataModule):
     def __init__(
         self,
         root: str | Path = "data",
-        img_size: int = 32,
+        img_size: int | None = 32,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         num_workers: int = 0,

@@ -26,6 +26,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 # what PIL raises on zero-byte, truncated, corrupt or non-image files
 UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+SIZE_SAMPLE = 1000  # files whose headers tell a folder's native image size
 UPSCALE_WARNING = 2.0  # a resize growing images more than this much is said in the log
 RESIZE_CHUNK = 1000  # images resized at once: the float copy of 50,000 images at 224 px would not fit
 _warned_upscales: set[tuple[int, int]] = set()
@@ -105,6 +106,20 @@ def decode_image(path: Path, img_size: int) -> np.ndarray:
     if image.size != (img_size, img_size):
         image = image.resize((img_size, img_size), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
+
+
+def sampled_sizes(files: ImageFiles, limit: int = SIZE_SAMPLE) -> set[tuple[int, int]]:
+    """The (width, height) of up to ``limit`` files spread evenly over ``files``, from their headers
+    (no pixels decoded); unreadable files are left to the decoder to report."""
+    step = max(1, len(files.paths) // limit)
+    sizes = set()
+    for path in files.paths[::step][:limit]:
+        try:
+            with Image.open(files.root / path) as image:
+                sizes.add(ImageOps.exif_transpose(image).size if image.format == "JPEG" else image.size)
+        except UNREADABLE_IMAGE_ERRORS:
+            continue
+    return sizes
 
 
 def warn_if_upscaled(native: int, img_size: int, where: object) -> None:

@@ -295,7 +295,7 @@ class TorchvisionDataModule(FolderDataModule):
             splits = self._array_splits()
         else:
             decoded = dict(zip(self.spec.splits, self.read_files()))
-            splits = {name: part.take(np.arange(len(part.files.paths))) for name, part in decoded.items()}
+            splits = {name: part.whole() for name, part in decoded.items()}
         if "val" not in splits:
             keep, val = stratified_holdout(
                 splits["train"].labels.numpy(), self.val_fraction, self.seed, self.class_names
