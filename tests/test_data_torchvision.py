@@ -3,6 +3,7 @@ each family's real on-disk format (IDX, the CIFAR-100 pickles, SVHN's .mat files
 
 from __future__ import annotations
 
+import csv
 import json
 import urllib.error
 import urllib.request
@@ -11,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import read_results, run_dirs
+from conftest import read_results, run_cli, run_dirs
 from fakedata import write_cifar100, write_gtsrb, write_idx_dataset, write_svhn
+from PIL import Image
 
 from cnnlab.data.errors import DataError
 from cnnlab.data.torchvision_dataset import DATASETS, TorchvisionDataModule
@@ -144,6 +146,18 @@ def test_cli_trains_grayscale_fashion_mnist_on_its_official_split(cnnlab):
     summary = json.loads((run / "data/summary.json").read_text())
     assert summary["per_class"]["test"]["Ankle boot"] == 10
     assert "- model: `cnnlab.models.cifar_cnns.CNNBaselineS2(" in (run / "report/report.md").read_text()
+
+    # cnnlab-predict reads image files as gray for this single-channel model: the same predictions as the test
+    dm = datamodule(root, "FashionMNIST")
+    images = cnnlab.cwd / "pngs"
+    images.mkdir()
+    for i, image in enumerate(dm.splits["test"].images[:20]):
+        Image.fromarray(image[0].numpy()).convert("RGB").save(images / f"{i:02d}.png")
+    checkpoint = run / "checkpoints/best.ckpt"
+    run_cli([f"ckpt_path={checkpoint}", f"inputs={images}", "output_dir=pred"], cnnlab.cwd, module="cnnlab.predict")
+    predicted = [row["prediction"] for row in csv.DictReader(open(cnnlab.cwd / "pred/predictions.csv"))]
+    tested = {row["source"]: row["predicted"] for row in csv.DictReader(open(run / "report/predictions.csv"))}
+    assert predicted == [tested[source] for source in dm.splits["test"].sources[:20]]
 
 
 @pytest.mark.parametrize("name", ["CIFAR100", "SVHN"])

@@ -155,6 +155,13 @@ def resize_images(images: torch.Tensor, img_size: int) -> torch.Tensor:
     )
 
 
+def rgb_to_gray(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) RGB to uint8 (N, 1, H, W) luminance (ITU-R 601, as PIL's ``convert("L")``): a gray
+    image saved as RGB comes back exactly."""
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (images.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+
+
 def to_chw_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     """Stack HWC uint8 arrays into one (N, C, H, W) uint8 tensor."""
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
