@@ -126,18 +126,23 @@ def test_missing_unknown_and_offline_are_one_line(tmp_path, monkeypatch):
     assert "\n" not in str(offline.value)
 
 
-def test_cli_trains_grayscale_fashion_mnist_on_its_official_split(cnnlab):
-    root = write_idx_dataset(cnnlab.cwd / "fashion-mnist", train=300, test=100)
+def train_fashion_mnist(cnnlab, root: Path, epochs: int) -> tuple[Path, dict]:
+    """`cnnlab data=torchvision data.name=FashionMNIST` on `root` with the S2 baseline CNN: run dir, results."""
     cnnlab(
         "data=torchvision",
         "data.name=FashionMNIST",
         f"data.root={root}",
         "model=cnn_baseline_s2",
-        "trainer.max_epochs=5",
+        f"trainer.max_epochs={epochs}",
         "callbacks.progress_bar=null",
     )
     (run,) = run_dirs(cnnlab.cwd)
-    results = read_results(run)
+    return run, read_results(run)
+
+
+def test_cli_trains_grayscale_fashion_mnist_on_its_official_split(cnnlab):
+    root = write_idx_dataset(cnnlab.cwd / "fashion-mnist", train=300, test=100)
+    run, results = train_fashion_mnist(cnnlab, root, epochs=5)
     assert results["status"] == "completed"
     assert results["split_sizes"] == {"train": 270, "val": 30, "test": 100}
     assert results["test/acc"] >= 0.9  # the fake classes are a bright square's place: learnable in a few epochs
@@ -199,15 +204,6 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 def test_real_fashion_mnist_reaches_a_two_layer_cnn_accuracy(cnnlab):
     """The real Fashion-MNIST as Debian installs it, on its official 60,000/10,000 split: the S2 baseline CNN
     (2 conv layers) reaches the >= 0.85 test accuracy published 2-layer CNNs pass, in 2 epochs."""
-    cnnlab(
-        "data=torchvision",
-        "data.name=FashionMNIST",
-        f"data.root={DEBIAN_FASHION_MNIST}",
-        "model=cnn_baseline_s2",
-        "trainer.max_epochs=2",
-        "callbacks.progress_bar=null",
-    )
-    (run,) = run_dirs(cnnlab.cwd)
-    results = read_results(run)
+    _, results = train_fashion_mnist(cnnlab, DEBIAN_FASHION_MNIST, epochs=2)
     assert results["split_sizes"] == {"train": 54_000, "val": 6_000, "test": 10_000}
     assert results["test/acc"] >= 0.85
