@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -207,3 +208,21 @@ def test_real_fashion_mnist_reaches_a_two_layer_cnn_accuracy(cnnlab):
     _, results = train_fashion_mnist(cnnlab, DEBIAN_FASHION_MNIST, epochs=2)
     assert results["split_sizes"] == {"train": 54_000, "val": 6_000, "test": 10_000}
     assert results["test/acc"] >= 0.85
+
+
+@pytest.mark.parametrize(("model", "in_chans"), [("cnn_baseline_s2", 1), ("timm", 3)])
+def test_gray_data_is_rgb_only_for_a_pretrained_backbone(tmp_path, caplog, model, in_chans):
+    from hydra import compose, initialize_config_module
+
+    from cnnlab.train import build_datamodule
+
+    root = write_idx_dataset(tmp_path / "fashion-mnist", train=100, test=20)
+    overrides = ["data=torchvision", f"data.root={root}", f"model={model}", "paths.output_dir=/tmp/cnnlab-compose"]
+    with initialize_config_module("cnnlab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=overrides + (["model.net.pretrained=true"] if model == "timm" else []))
+    dm = build_datamodule(cfg)
+    with caplog.at_level(logging.INFO):
+        dm.prepare_data()
+        dm.setup()
+    assert dm.in_chans == in_chans and dm.splits["train"].images.shape[1] == in_chans
+    assert ("repeated to 3 channels, as the pretrained backbone takes RGB" in caplog.text) == (in_chans == 3)
