@@ -182,3 +182,22 @@ def write_gtsrb(root: Path, train: int = 6, test: int = 6, classes: int = 3) -> 
         rows.append(f"{i:05d}.ppm;40;40;1;1;39;39;{i % classes}")
     (base / "GT-final_test.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def write_dtd(root: Path, classes=("banded", "dotted", "striped"), per_split: int = 2, partition: int = 1) -> Path:
+    """DTD: dtd/dtd/images/<class>/<class>_<n>.jpg of mixed sizes, listed per split in
+    dtd/dtd/labels/{train,val,test}<partition>.txt as '<class>/<file>' lines."""
+    rng = np.random.default_rng(0)
+    data = root / "dtd" / "dtd"
+    (data / "labels").mkdir(parents=True)
+    n = 0
+    for split in ("train", "val", "test"):
+        lines = []
+        for name in classes:
+            (data / "images" / name).mkdir(parents=True, exist_ok=True)
+            for _ in range(per_split):
+                random_rgb(rng, 60 + 10 * (n % 3)).save(data / "images" / name / f"{name}_{n:04d}.jpg")
+                lines.append(f"{name}/{name}_{n:04d}.jpg")
+                n += 1
+        (data / "labels" / f"{split}{partition}.txt").write_text("\n".join(lines) + "\n")
+    return root

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import read_results, run_cli, run_dirs
-from fakedata import write_cifar100, write_gtsrb, write_idx_dataset, write_svhn
+from fakedata import write_cifar100, write_dtd, write_gtsrb, write_idx_dataset, write_svhn
 from PIL import Image
 
 from cnnlab.data.errors import DataError
@@ -109,6 +109,16 @@ def test_image_file_dataset_is_cached_at_its_default_size(tmp_path, cache_dir):
     assert dm.splits["test"].labels.tolist()[:4] == [0, 1, 2, 0]  # from GT-final_test.csv
     assert len(list(cache_dir.glob("images-v*/GTSRB_train-*-32px-*.npy"))) == 1
     assert len(list(cache_dir.glob("images-v*/GTSRB_test-*-32px-*.npy"))) == 1
+
+
+def test_a_dataset_with_its_own_validation_split_keeps_it(tmp_path):
+    dm = datamodule(write_dtd(tmp_path / "data", per_split=2), "DTD", img_size=48)
+    assert dm.variant == 1 and dm.class_names == ["banded", "dotted", "striped"]
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 6, "val": 6, "test": 6}
+    assert all(source.startswith("dtd/dtd/images/") for source in dm.splits["val"].sources)
+    assert dm.splits["val"].images.shape == (6, 3, 48, 48)
+    with pytest.raises(DataError, match="one of 1, 2"):
+        TorchvisionDataModule(name="DTD", variant=11)
 
 
 def test_missing_unknown_and_offline_are_one_line(tmp_path, monkeypatch):
