@@ -49,14 +49,15 @@ MNIST_FAMILY = (datasets.MNIST, datasets.FashionMNIST, datasets.KMNIST, datasets
 @dataclass(frozen=True)
 class Spec:
     """How cnnlab opens one torchvision dataset: its class; the constructor arguments of each official
-    split (a ``val`` entry when the dataset has its own); the native image size when every image has it,
-    else the size images are resized to by default (``fixed_size=False``); and the constructor option
-    ``data.variant`` sets (EMNIST's split, DTD's partition), with its default (None: required)."""
+    split (a ``val`` entry when the dataset has its own); ``arrays``: torchvision holds the images as
+    arrays of one size, ``size`` (else they are image files of mixed sizes, resized to ``size`` by
+    default); and the constructor option ``data.variant`` sets (EMNIST's split, DTD's partition), with its
+    default (None: required)."""
 
     cls: type
     splits: dict[str, dict[str, Any]]
     size: int
-    fixed_size: bool = True
+    arrays: bool = True
     variant: str | None = None
     variant_default: Any = None
     variants: tuple = field(default=())
@@ -71,21 +72,21 @@ DATASETS: dict[str, Spec] = {
     "CIFAR100": Spec(datasets.CIFAR100, TRAIN_FLAG, 32),
     "SVHN": Spec(datasets.SVHN, TRAIN_TEST, 32),
     "STL10": Spec(datasets.STL10, TRAIN_TEST, 96),
-    "Flowers102": Spec(datasets.Flowers102, TRAIN_VAL_TEST, 128, fixed_size=False),
-    "Food101": Spec(datasets.Food101, TRAIN_TEST, 128, fixed_size=False),
+    "Flowers102": Spec(datasets.Flowers102, TRAIN_VAL_TEST, 128, arrays=False),
+    "Food101": Spec(datasets.Food101, TRAIN_TEST, 128, arrays=False),
     "OxfordIIITPet": Spec(
-        datasets.OxfordIIITPet, {"train": {"split": "trainval"}, "test": {"split": "test"}}, 128, fixed_size=False
+        datasets.OxfordIIITPet, {"train": {"split": "trainval"}, "test": {"split": "test"}}, 128, arrays=False
     ),
     "DTD": Spec(
         datasets.DTD,
         TRAIN_VAL_TEST,
         128,
-        fixed_size=False,
+        arrays=False,
         variant="partition",
         variant_default=1,
         variants=tuple(range(1, 11)),
     ),
-    "GTSRB": Spec(datasets.GTSRB, TRAIN_TEST, 32, fixed_size=False),
+    "GTSRB": Spec(datasets.GTSRB, TRAIN_TEST, 32, arrays=False),
 }
 
 
@@ -158,7 +159,7 @@ class TorchvisionDataModule(FolderDataModule):
         self.name, self.spec = find_spec(name)
         size = self.spec.size if img_size is None else img_size
         super().__init__(img_size=size, **kwargs)
-        if img_size is None and not self.spec.fixed_size:
+        if img_size is None and not self.spec.arrays:
             log.info(
                 "%s's images differ in size: resized to %dx%d (set data.img_size to choose)", self.name, size, size
             )
@@ -267,7 +268,7 @@ class TorchvisionDataModule(FolderDataModule):
 
     def scan(self) -> list[ImageFiles]:
         """The file lists of image-file datasets, one per official split; none for array datasets."""
-        if self.spec.fixed_size:
+        if self.spec.arrays:
             return []
         root = self._opened_root()
         lists = []
@@ -291,7 +292,7 @@ class TorchvisionDataModule(FolderDataModule):
         return lists
 
     def load_splits(self) -> dict[str, Split]:
-        if self.spec.fixed_size:
+        if self.spec.arrays:
             splits = self._array_splits()
         else:
             decoded = dict(zip(self.spec.splits, self.read_files()))
