@@ -76,3 +76,28 @@ def test_native_size_by_default_and_a_warning_when_upscaling(tmp_path, caplog):
         dm = setup(ImageFolderDataModule(root=root, img_size=96, fractions=(0.6, 0.2, 0.2)))
     assert dm.splits["train"].images.shape[-1] == 96
     assert "data.img_size=96 upscales the 28x28 images" in caplog.text
+
+
+def test_gray_folder_stays_single_channel_unless_the_model_takes_rgb(tmp_path):
+    root = write_small_gray_folder(tmp_path / "gray")
+    options = dict(root=root, img_size=None, fractions=(0.6, 0.2, 0.2), seed=0)
+    gray = setup(ImageFolderDataModule(**options))
+    assert gray.in_chans == 1 and gray.splits["train"].images.shape[1:] == (1, 28, 28)
+    lazy = setup(ImageFolderDataModule(**options, in_memory=False))
+    images, _ = next(iter(lazy.test_dataloader()))
+    assert torch.equal(images, gray.splits["test"].images)  # per-image reading gives the same gray batches
+    rgb = ImageFolderDataModule(**options)
+    rgb.rgb = True  # what cnnlab.train sets for a pretrained backbone
+    setup(rgb)
+    assert rgb.in_chans == 3 and torch.equal(rgb.splits["test"].images[:, 2:], gray.splits["test"].images)
+
+
+def test_cli_trains_a_gray_folder_with_one_input_channel(cnnlab):
+    root = write_small_gray_folder(cnnlab.cwd / "gray", per_class=20)
+    cnnlab("data=imagefolder", f"data.root={root}", "model=cnn_baseline_s2", "debug=fast", "data.batch_size=8")
+    (run,) = run_dirs(cnnlab.cwd)
+    checkpoint = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    preprocessing = checkpoint["hyper_parameters"]["preprocessing"]
+    assert preprocessing["in_chans"] == 1 and preprocessing["img_size"] == 28
+    first_conv = next(weight for weight in checkpoint["state_dict"].values() if weight.ndim == 4)
+    assert first_conv.shape[1] == 1  # the network's first layer takes one channel

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from cnnlab.data.base import ImageDataModule, Split
 from cnnlab.data.cache import CacheEntry, cache_entry, decode_files, open_cache, prepare_cache
 from cnnlab.data.errors import DataError
-from cnnlab.data.images import FileImageDataset, ImageFiles, sampled_sizes, warn_if_upscaled
+from cnnlab.data.images import GRAY_MODES, FileImageDataset, ImageFiles, sample_headers, warn_if_upscaled
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class FolderDataModule(ImageDataModule):
         self.cache = cache
         self.cache_verify = cache_verify
         self.unreadable: dict[str, str] = {}
+        self.gray = False  # every sampled file single-channel: trained as one channel unless ``rgb``
         self._scanned: list[tuple[ImageFiles, CacheEntry | None]] | None = None
 
     @property
@@ -83,18 +84,26 @@ class FolderDataModule(ImageDataModule):
         ``img_size`` when it is None (the native size)."""
         if self._scanned is None:
             scanned = self.scan()
-            self._check_size(scanned)
+            self._check_images(scanned)
             self._scanned = [
                 (files, cache_entry(files, self.img_size, self.cache_verify) if self.cache else None)
                 for files in scanned
             ]
         return self._scanned
 
-    def _check_size(self, lists: list[ImageFiles]) -> None:
-        """``img_size=None``: the images' own size when all sampled files share one square size, else
-        :data:`MIXED_SIZE` or the largest image's longer side if smaller (no upscaling by default). Either
-        way, a warning when ``img_size`` grows even the largest image more than 2x."""
-        sizes = set().union(*(sampled_sizes(files) for files in lists)) if lists else set()
+    @property
+    def in_chans(self) -> int:
+        return 1 if self.gray and not self.rgb else 3
+
+    def _check_images(self, lists: list[ImageFiles]) -> None:
+        """From the sampled files' headers: ``gray`` when they are all single-channel, and with
+        ``img_size=None`` the images' own size when they share one square size, else :data:`MIXED_SIZE` or
+        the largest image's longer side if smaller (no upscaling by default). A warning when ``img_size``
+        grows even the largest image more than 2x."""
+        headers = [sample_headers(files) for files in lists]
+        sizes = set().union(*(size for size, _ in headers))
+        modes = set().union(*(mode for _, mode in headers))
+        self.gray = bool(modes) and modes <= GRAY_MODES
         largest = max((max(size) for size in sizes), default=MIXED_SIZE)
         folder = lists[0].folder if lists else self.root
         if self.img_size is None:
@@ -135,6 +144,8 @@ class FolderDataModule(ImageDataModule):
                     log.info("decoding %d images in %s into memory (no cache)", len(files.paths), files.folder)
                 opened = decode_files(files, self.img_size, keep=self.in_memory)
             pixels, unreadable = opened
+            if pixels is not None and self.in_chans == 1:
+                pixels = pixels[:, :1]  # gray images are decoded (and cached) as three equal channels
             readable = np.array([p not in unreadable for p in files.paths], dtype=bool)
             if unreadable:
                 self._report_unreadable(files, unreadable, readable)
@@ -172,7 +183,9 @@ class FolderDataModule(ImageDataModule):
         chosen = self.splits[split]
         if chosen.pixels is not None:
             return super().dataset(split)
-        return FileImageDataset(self.files_root, chosen.sources, chosen.labels, self.img_size, self.strict)
+        return FileImageDataset(
+            self.files_root, chosen.sources, chosen.labels, self.img_size, self.strict, self.in_chans
+        )
 
     def evaluation_split(self, name: str) -> Split:
         """The split; with ``in_memory=false`` its images decoded from their files."""
@@ -180,7 +193,7 @@ class FolderDataModule(ImageDataModule):
         if split.pixels is not None or not len(split):
             return split
         images, _ = FileImageDataset(
-            self.files_root, split.sources, split.labels, self.img_size, strict=True
+            self.files_root, split.sources, split.labels, self.img_size, strict=True, channels=self.in_chans
         ).__getitems__(range(len(split)))
         return Split(images, split.labels, split.sources)
 

@@ -26,6 +26,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 # what PIL raises on zero-byte, truncated, corrupt or non-image files
 UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+GRAY_MODES = SIXTEEN_BIT_MODES | {"1", "L", "LA", "F"}  # PIL modes of single-channel images
 SIZE_SAMPLE = 1000  # files whose headers tell a folder's native image size
 UPSCALE_WARNING = 2.0  # a resize growing images more than this much is said in the log
 RESIZE_CHUNK = 1000  # images resized at once: the float copy of 50,000 images at 224 px would not fit
@@ -108,18 +109,19 @@ def decode_image(path: Path, img_size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def sampled_sizes(files: ImageFiles, limit: int = SIZE_SAMPLE) -> set[tuple[int, int]]:
-    """The (width, height) of up to ``limit`` files spread evenly over ``files``, from their headers
-    (no pixels decoded); unreadable files are left to the decoder to report."""
+def sample_headers(files: ImageFiles, limit: int = SIZE_SAMPLE) -> tuple[set[tuple[int, int]], set[str]]:
+    """The (width, height) sizes and PIL modes of up to ``limit`` files spread evenly over ``files``, from
+    their headers (no pixels decoded); unreadable files are left to the decoder to report."""
     step = max(1, len(files.paths) // limit)
-    sizes = set()
+    sizes, modes = set(), set()
     for path in files.paths[::step][:limit]:
         try:
             with Image.open(files.root / path) as image:
                 sizes.add(ImageOps.exif_transpose(image).size if image.format == "JPEG" else image.size)
+                modes.add(image.mode)
         except UNREADABLE_IMAGE_ERRORS:
             continue
-    return sizes
+    return sizes, modes
 
 
 def warn_if_upscaled(native: int, img_size: int, where: object) -> None:
@@ -175,9 +177,16 @@ class FileImageDataset(Dataset):
     """
 
     def __init__(
-        self, root: Path, paths: Sequence[str], labels: torch.Tensor, img_size: int, strict: bool = False
+        self,
+        root: Path,
+        paths: Sequence[str],
+        labels: torch.Tensor,
+        img_size: int,
+        strict: bool = False,
+        channels: int = 3,
     ) -> None:
         self.root = Path(root)
+        self.channels = channels  # 1: the first of the decoded RGB channels, equal for a gray image
         self.paths = list(paths)
         self.labels = labels
         self.img_size = img_size
@@ -203,4 +212,4 @@ class FileImageDataset(Dataset):
                 log.warning("skipping unreadable image %s: %s", path, error)
         if not images:
             raise DataError(f"every image of a batch was unreadable, e.g. {self.root / self.paths[indices[0]]}")
-        return to_chw_tensor(images), self.labels[torch.as_tensor(kept)]
+        return to_chw_tensor(images)[:, : self.channels], self.labels[torch.as_tensor(kept)]
