@@ -78,7 +78,7 @@ def test_native_size_by_default_and_a_warning_when_upscaling(tmp_path, caplog):
     assert "data.img_size=96 upscales the 28x28 images" in caplog.text
 
 
-def test_gray_folder_stays_single_channel_unless_the_model_takes_rgb(tmp_path):
+def test_gray_folder_stays_single_channel_unless_the_model_takes_rgb(tmp_path, caplog):
     root = write_small_gray_folder(tmp_path / "gray")
     options = dict(root=root, img_size=None, fractions=(0.6, 0.2, 0.2), seed=0)
     gray = setup(ImageFolderDataModule(**options))
@@ -88,7 +88,9 @@ def test_gray_folder_stays_single_channel_unless_the_model_takes_rgb(tmp_path):
     assert torch.equal(images, gray.splits["test"].images)  # per-image reading gives the same gray batches
     rgb = ImageFolderDataModule(**options)
     rgb.rgb = True  # what cnnlab.train sets for a pretrained backbone
-    setup(rgb)
+    with caplog.at_level(logging.INFO):
+        setup(rgb)
+    assert "single-channel: served as 3 equal channels, as the pretrained backbone takes RGB" in caplog.text
     assert rgb.in_chans == 3 and torch.equal(rgb.splits["test"].images[:, 2:], gray.splits["test"].images)
 
 

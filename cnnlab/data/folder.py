@@ -106,6 +106,11 @@ class FolderDataModule(ImageDataModule):
         self.gray = bool(modes) and modes <= GRAY_MODES
         largest = max((max(size) for size in sizes), default=MIXED_SIZE)
         folder = lists[0].folder if lists else self.root
+        if self.gray and self.rgb:
+            log.info(
+                "images in %s are single-channel: served as 3 equal channels, as the pretrained backbone takes RGB",
+                folder,
+            )
         if self.img_size is None:
             (width, height), *others = sorted(sizes) or [(largest, largest)]
             if not others and width == height:
