@@ -35,11 +35,15 @@ def run(cfg: DictConfig) -> float | None:
     metrics: the Optuna sweeper records None as a failed trial and goes on, while a NaN makes its error
     path raise and end the whole study (hydra-optuna-sweeper 1.2 with optuna 2.10).
     """
+    # OpenMP threads that wait by sleeping, not spinning: set before torch loads OpenMP (cnnlab/training/threads.py)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from cnnlab.cross_validation import cross_validate  # torch and Lightning: only after --help and --cfg
     from cnnlab.train import train
+    from cnnlab.training.threads import local_processes, set_intra_op_threads
 
     quiet_lightning()
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    set_intra_op_threads(cfg.get("threads"), local_processes(parallel_jobs(multirun), cfg.get("trainer")))
     pin_run_dir()  # a DDP launcher's re-run of this job writes to this job's output dir
     try:
         results = cross_validate(cfg) if cfg.get("cross_validate") else train(cfg)
@@ -57,6 +61,15 @@ def run(cfg: DictConfig) -> float | None:
         print_block(run_end_block(results, Path(cfg.paths.output_dir)))
     value = results.get(cfg.get("optimized_metric"))
     return None if value is None or math.isnan(value) else float(value)
+
+
+def parallel_jobs(multirun: bool) -> int:
+    """Sweep jobs the launcher runs at once on this machine: joblib's ``n_jobs`` (-1: one per core), else 1."""
+    launcher = HydraConfig.get().launcher if multirun else {}
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return 1
+    jobs = launcher.get("n_jobs") or 1
+    return jobs if jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + jobs)  # joblib's meaning of negative n_jobs
 
 
 def main() -> None:

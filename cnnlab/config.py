@@ -52,7 +52,8 @@ def validate(cfg: DictConfig) -> None:
             f"test_weights={cfg.get('test_weights')!r} is invalid: expected one of {', '.join(TEST_WEIGHTS)}"
         )
     _check_fold(cfg)
-    _check_network(cfg)
+    if cfg.data.get("img_size") is not None:  # else the data's native size: train() checks it once known
+        check_network(cfg, cfg.data.img_size)
 
 
 def _is_number(value: Any) -> bool:
@@ -168,14 +169,13 @@ def _type_name(expected: Any) -> str:
     return " or ".join("null" if o is type(None) else getattr(o, "__name__", str(o)) for o in options)
 
 
-def _check_network(cfg: DictConfig) -> None:
-    """Build the network once (without pretrained weights) and run it on zeros: catches images too
-    small for the model and freeze counts beyond its layers."""
+def check_network(cfg: DictConfig, img_size: int) -> None:
+    """Build the network once (without pretrained weights) and run it on zeros of ``img_size``: catches
+    images too small for the model and freeze counts beyond its layers."""
     net_cfg = OmegaConf.to_container(cfg.model.net, resolve=True)
-    check_keras_weights(net_cfg, cfg.data.img_size)  # before any work: the file must be there
+    check_keras_weights(net_cfg, img_size)  # before any work: the file must be there
     net_cfg = without_pretrained_weights(net_cfg)
     activation = OmegaConf.to_container(cfg.activation, resolve=True) if cfg.get("activation") else None
-    img_size = cfg.data.img_size
     try:
         net = build_network(net_cfg, activation, num_classes=2, in_chans=3, img_size=img_size)
         with torch.no_grad():

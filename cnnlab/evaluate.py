@@ -77,6 +77,7 @@ def main(cfg: DictConfig) -> float:
     hparams = module.hparams
     run_dir = run_dir_of(ckpt_path)
     datamodule = build_datamodule(cfg, run_dir, hparams.preprocessing["img_size"])
+    datamodule.rgb = hparams.preprocessing["in_chans"] == 3  # gray data for an RGB network, as in its training
     datamodule.prepare_data()
     datamodule.setup()
     split = in_checkpoint_classes(

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from cnnlab.data.base import Split
-from cnnlab.data.images import UNREADABLE_IMAGE_ERRORS, decode_image, to_chw_tensor
+from cnnlab.data.images import UNREADABLE_IMAGE_ERRORS, decode_image, rgb_to_gray, to_chw_tensor
 from cnnlab.data.preprocess import preprocess
 from cnnlab.errors import CnnlabError
 from cnnlab.models.pretrained import without_pretrained_weights
@@ -115,15 +115,16 @@ def predict_files(
     unreadable: dict[str, str] | None = None,
     progress: bool = False,
 ) -> Predictions:
-    """:class:`Predictions` for image files, decoded as the checkpoint's images were (RGB, ``img_size``).
+    """:class:`Predictions` for image files, decoded as the checkpoint's images were (RGB, or gray for a
+    single-channel model such as one trained on Fashion-MNIST; ``img_size``).
 
     A file that cannot be decoded is listed in ``Predictions.unreadable`` (after the entries of
     ``unreadable``, e.g. inputs that were never found) instead of stopping the batch. ``progress`` shows a
     progress bar.
     """
     in_chans = module.hparams.preprocessing["in_chans"]
-    if in_chans != 3:
-        raise CnnlabError(f"image files are decoded to RGB; this model takes in_chans={in_chans}")
+    if in_chans not in (1, 3):
+        raise CnnlabError(f"image files are decoded to RGB or gray; this model takes in_chans={in_chans}")
     img_size = module.hparams.preprocessing["img_size"]
     result = Predictions(np.zeros((0, 0)), list(module.hparams.class_names), [], unreadable=dict(unreadable or {}))
 
@@ -143,7 +144,8 @@ def predict_files(
                 except UNREADABLE_IMAGE_ERRORS as error:
                     result.unreadable[str(path)] = f"{type(error).__name__}: {error}"
             if images:
-                yield to_chw_tensor(images)
+                batch = to_chw_tensor(images)
+                yield batch if in_chans == 3 else rgb_to_gray(batch)
 
     result.logits = predict(module, decoded_batches())
     return result

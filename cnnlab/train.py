@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from cnnlab.config import validate
+from cnnlab.config import check_network, validate
 from cnnlab.console import per_class_counts
 from cnnlab.data.base import ImageDataModule
 from cnnlab.environment import environment
@@ -30,7 +30,7 @@ from cnnlab.evaluation.report import read_history, write_run_report
 from cnnlab.evaluation.studies import study_of_run, update_comparison
 from cnnlab.evaluation.wandb_views import finish_wandb, log_config, log_report, prepare_wandb
 from cnnlab.models.complexity import count_macs
-from cnnlab.models.pretrained import pretrained_normalization
+from cnnlab.models.pretrained import is_pretrained, pretrained_normalization
 from cnnlab.training.allocator import huge_pages_requested, keep_freed_memory, malloc_tuned, preloaded_allocator
 from cnnlab.training.callbacks import EpochTimer
 from cnnlab.training.checkpoints import check_compatible, load_checkpoint, resolve_checkpoint
@@ -55,9 +55,12 @@ def _to_dict(node: Any) -> Any:
 
 def build_datamodule(cfg: DictConfig) -> ImageDataModule:
     """The run's datamodule, not yet prepared or set up; without data.mean/std, inputs get the normalization
-    a pretrained backbone's weights expect."""
+    a pretrained backbone's weights expect, and for one single-channel data becomes RGB."""
+    net = _to_dict(cfg.model.net)
     own = cfg.data.get("mean") is not None
-    return instantiate(cfg.data, **({} if own else pretrained_normalization(_to_dict(cfg.model.net))))
+    datamodule = instantiate(cfg.data, **({} if own else pretrained_normalization(net)))
+    datamodule.rgb = is_pretrained(net)
+    return datamodule
 
 
 def prepare_datamodule(cfg: DictConfig, trainer: L.Trainer) -> ImageDataModule:
@@ -156,6 +159,8 @@ def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
         precision, precision_reason = run_precision(cfg)
         trainer: L.Trainer = instantiate(cfg.trainer, precision=precision, callbacks=callbacks, logger=loggers)
         datamodule = prepare_datamodule(cfg, trainer)  # the trainer knows this process's rank
+        if cfg.data.get("img_size") is None:  # the data's native size, known now
+            check_network(cfg, datamodule.img_size)
         module = build_module(cfg, datamodule)
         if ckpt_path:
             checkpoint = load_checkpoint(ckpt_path, cfg.trust_checkpoint)

@@ -66,6 +66,7 @@ DATAMODULES = frozenset(
         "cnnlab.data.eurosat.EuroSATDataModule",
         "cnnlab.data.fruits360.Fruits360DataModule",
         "cnnlab.data.imagefolder.ImageFolderDataModule",
+        "cnnlab.data.torchvision_dataset.TorchvisionDataModule",
     }
 )
 AUGMENTATIONS = frozenset({"cnnlab.data.augment.BatchAugment"})

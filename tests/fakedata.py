@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import pickle
 from pathlib import Path
 
@@ -95,4 +96,108 @@ def write_all(root: Path) -> Path:
     write_cifar10(root, per_batch=10, test=10)
     write_fruits360(root / "fruits-360", train=5, test=2)
     write_image_folder(root / "images", per_class=10)
+    return root
+
+
+def class_pattern_images(rng: np.random.Generator, labels: np.ndarray, size: int, channels: int = 1) -> np.ndarray:
+    """Learnable uint8 (N, size, size[, channels]) images: a bright square placed by the class over dim noise."""
+    images = rng.integers(0, 60, (len(labels), size, size, channels), dtype=np.uint8)
+    cell = size // 4
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label) % 16, 4)
+        images[i, row * cell : (row + 1) * cell, col * cell : (col + 1) * cell] = 255
+    return images[..., 0] if channels == 1 else images
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The IDX format of the MNIST family: magic (0, 0, 0x08 = uint8, ndim), big-endian int32 dims, data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx_dataset(folder: Path, train: int = 100, test: int = 40, classes: int = 10, prefix: str = "") -> Path:
+    """The four gzipped IDX files of MNIST/Fashion-MNIST/KMNIST (or EMNIST's with ``prefix``
+    ``emnist-<split>-``) directly in ``folder``, as Debian's dataset-fashion-mnist installs them."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")}
+    names["test"] = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    if prefix:
+        names = {part: (f"{prefix}{part}-images-idx3-ubyte", f"{prefix}{part}-labels-idx1-ubyte") for part in names}
+    for part, n in (("train", train), ("test", test)):
+        labels = np.arange(n) % classes
+        images_name, labels_name = names[part]
+        (folder / f"{images_name}.gz").write_bytes(gzip.compress(idx_bytes(class_pattern_images(rng, labels, 28))))
+        (folder / f"{labels_name}.gz").write_bytes(gzip.compress(idx_bytes(labels)))
+    return folder
+
+
+def write_cifar100(root: Path, train: int = 40, test: int = 20, classes: int = 4) -> Path:
+    """cifar-100-python/{train,test,meta}: pickles with 'data' (N, 3072) rows, 'fine_labels', and the
+    100 'fine_label_names' (only the first ``classes`` used)."""
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for part, n in (("train", train), ("test", test)):
+        labels = np.arange(n) % classes
+        data = class_pattern_images(rng, labels, 32, 3).transpose(0, 3, 1, 2).reshape(n, 3072)
+        entry = {"filenames": [f"{i}.png" for i in range(n)], "fine_labels": labels.tolist(), "data": data}
+        (folder / part).write_bytes(pickle.dumps(entry, protocol=2))
+    names = {"fine_label_names": [f"class_{c}" for c in range(100)], "coarse_label_names": []}
+    (folder / "meta").write_bytes(pickle.dumps(names, protocol=2))
+    return root
+
+
+def write_svhn(root: Path, train: int = 40, test: int = 20) -> Path:
+    """SVHN's cropped-digit .mat files: X (32, 32, 3, N) uint8, y (N, 1) with 10 standing for digit 0."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for part, n in (("train", train), ("test", test)):
+        labels = np.arange(n) % 10
+        images = class_pattern_images(rng, labels, 32, 3)
+        savemat(
+            root / f"{part}_32x32.mat",
+            {"X": images.transpose(1, 2, 3, 0), "y": np.where(labels == 0, 10, labels)[:, None]},
+        )
+    return root
+
+
+def write_gtsrb(root: Path, train: int = 6, test: int = 6, classes: int = 3) -> Path:
+    """GTSRB: gtsrb/GTSRB/Training/<00000>/*.ppm and gtsrb/GTSRB/Final_Test/Images/*.ppm labelled by
+    gtsrb/GT-final_test.csv (';'-separated), of mixed sizes as the real signs are."""
+    rng = np.random.default_rng(0)
+    base = root / "gtsrb"
+    for c in range(classes):
+        folder = base / "GTSRB" / "Training" / f"{c:05d}"
+        folder.mkdir(parents=True)
+        for i in range(train):
+            random_rgb(rng, 30 + 3 * i).save(folder / f"{c:05d}_{i:05d}.ppm")
+    images = base / "GTSRB" / "Final_Test" / "Images"
+    images.mkdir(parents=True)
+    rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+    for i in range(test * classes):
+        random_rgb(rng, 40).save(images / f"{i:05d}.ppm")
+        rows.append(f"{i:05d}.ppm;40;40;1;1;39;39;{i % classes}")
+    (base / "GT-final_test.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def write_dtd(root: Path, classes=("banded", "dotted", "striped"), per_split: int = 2, partition: int = 1) -> Path:
+    """DTD: dtd/dtd/images/<class>/<class>_<n>.jpg of mixed sizes, listed per split in
+    dtd/dtd/labels/{train,val,test}<partition>.txt as '<class>/<file>' lines."""
+    rng = np.random.default_rng(0)
+    data = root / "dtd" / "dtd"
+    (data / "labels").mkdir(parents=True)
+    n = 0
+    for split in ("train", "val", "test"):
+        lines = []
+        for name in classes:
+            (data / "images" / name).mkdir(parents=True, exist_ok=True)
+            for _ in range(per_split):
+                random_rgb(rng, 60 + 10 * (n % 3)).save(data / "images" / name / f"{name}_{n:04d}.jpg")
+                lines.append(f"{name}/{name}_{n:04d}.jpg")
+                n += 1
+        (data / "labels" / f"{split}{partition}.txt").write_text("\n".join(lines) + "\n")
     return root

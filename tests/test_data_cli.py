@@ -85,3 +85,14 @@ def test_cli_class_too_small_to_split_is_one_line(cnnlab):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("cnnlab: error:")]
     assert "class 'tiny' (1 image)" in error and "at least 10 images per class" in error
+
+
+def test_debug_fast_evaluates_every_class_of_a_class_sorted_folder(cnnlab):
+    """debug=fast's two evaluation batches come from class-interleaved val/test splits, not from the first
+    class of a class-sorted folder (which scored accuracy 0 and AUROC nan)."""
+    root = write_image_folder(cnnlab.cwd / "images", per_class=60)
+    cnnlab("data=imagefolder", f"data.root={root}", "data.img_size=16", "debug=fast", "data.eval_batch_size=3")
+    (run,) = run_dirs(cnnlab.cwd)
+    rows = [row.split(",") for row in (run / "report/predictions.csv").read_text().splitlines()[1:]]
+    assert len(rows) == 6 and {row[0].split("/")[0] for row in rows} == {"blight", "healthy", "rust"}
+    assert read_results(run)["test/auroc_macro"] >= 0.0  # a number: every class was present

@@ -96,6 +96,21 @@ def normalize(
     return (images - mean) / std
 
 
+def class_interleaved(split: Split) -> Split:
+    """``split`` reordered so that every prefix of it holds each class in proportion to its size: images
+    sorted by (rank within their class + 1/2) / class size, stably (file order kept within a class)."""
+    labels = split.labels.cpu().numpy()
+    if len(labels) < 2:
+        return split
+    counts = np.bincount(labels)
+    rank = np.empty(len(labels))
+    for label in np.flatnonzero(counts):
+        members = np.flatnonzero(labels == label)
+        rank[members] = (np.arange(len(members)) + 0.5) / len(members)
+    order = np.argsort(rank, kind="stable")
+    return split if np.array_equal(order, np.arange(len(labels))) else split.subset(order)
+
+
 def keep_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Collate for :class:`TensorImageDataset`: the batch is already stacked."""
     return batch
@@ -111,7 +126,7 @@ class ImageDataModule(LightningDataModule):
     def __init__(
         self,
         root: str | Path = "data",
-        img_size: int = 32,
+        img_size: int | None = 32,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -132,6 +147,9 @@ class ImageDataModule(LightningDataModule):
         self.mean = None if mean is None else torch.tensor(mean).view(1, -1, 1, 1)
         self.std = None if std is None else torch.tensor(std).view(1, -1, 1, 1)
         self.download = download
+        # set when the model's first layer takes RGB (pretrained backbones): single-channel data is repeated
+        # to three channels
+        self.rgb = False
         self.class_names: list[str] = []
         self.splits: dict[str, Split] = {}
         self._device_splits: dict[str, Split] = {}
@@ -160,9 +178,14 @@ class ImageDataModule(LightningDataModule):
         node does the work, the others wait for it and find it done."""
 
     def setup(self, stage: str | None = None) -> None:
-        """Open the prepared data and split it; no side effects (no downloads, no files written)."""
+        """Open the prepared data and split it; no side effects (no downloads, no files written). The
+        evaluation splits are served class-interleaved, so the first batches alone (``debug=fast``'s
+        ``limit_val_batches=2``) hold every class, not the first class of a class-sorted split."""
         if not self.splits:
-            self.splits = self.load_splits()
+            splits = self.load_splits()
+            self.splits = {
+                name: class_interleaved(split) if name != "train" else split for name, split in splits.items()
+            }
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

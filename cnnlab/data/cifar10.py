@@ -8,12 +8,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.datasets import CIFAR10
 
 from cnnlab.data.base import ImageDataModule, Split
 from cnnlab.data.download import download_once
 from cnnlab.data.errors import DataError
+from cnnlab.data.images import resize_images, warn_if_upscaled
 from cnnlab.data.splits import stratified_holdout
 
 
@@ -97,19 +97,8 @@ class CIFAR10DataModule(ImageDataModule):
 
     def _to_tensor(self, data: np.ndarray) -> torch.Tensor:
         """(N, 32, 32, 3) uint8 to (N, 3, img_size, img_size) uint8."""
-        images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
-        if self.img_size == images.shape[-1]:
-            return images
-        size = (self.img_size, self.img_size)
-        return torch.cat(
-            [  # in chunks: the float copy of all 50,000 images at 224 px would not fit
-                F.interpolate(chunk.float(), size=size, mode="bilinear", antialias=True)
-                .clamp(0, 255)
-                .round()
-                .to(torch.uint8)
-                for chunk in images.split(1000)
-            ]
-        )
+        warn_if_upscaled(data.shape[1], self.img_size, "CIFAR-10")
+        return resize_images(torch.from_numpy(data).permute(0, 3, 1, 2).contiguous(), self.img_size)
 
     @staticmethod
     def _split(images: torch.Tensor, labels: np.ndarray, index: np.ndarray, part: str) -> Split:

@@ -21,10 +21,10 @@ def download_or_explain(dataset: str, url: str, layout: str, download: Callable[
     try:
         download()
     except (OSError, RuntimeError) as error:
+        cause = " ".join(f"{type(error).__name__}: {error}".split())  # one line, whatever the cause's message
         raise DataError(
-            f"{dataset} could not be downloaded from {url} ({type(error).__name__}: {error}).\n"
-            f"Download it on a machine with network access and place it as:\n  {layout}\n"
-            f"or point data.root at a folder that already holds it."
+            f"{dataset} could not be downloaded from {url} ({cause}); download it on a machine with network "
+            f"access and place it as {layout}, or point data.root at a folder that already holds it"
         ) from None  # the message carries the cause; the urllib traceback would only bury it
     finally:
         socket.setdefaulttimeout(previous)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,11 +16,12 @@ from torch.utils.data import Dataset
 from cnnlab.data.base import ImageDataModule, Split
 from cnnlab.data.cache import CacheEntry, cache_entry, decode_files, open_cache, prepare_cache
 from cnnlab.data.errors import DataError
-from cnnlab.data.images import FileImageDataset, ImageFiles
+from cnnlab.data.images import GRAY_MODES, FileImageDataset, ImageFiles, sample_headers, warn_if_upscaled
 
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 20
+MIXED_SIZE = 128  # img_size for image files of mixed sizes when data.img_size is null
 
 
 @dataclass
@@ -30,6 +32,10 @@ class DecodedFiles:
     files: ImageFiles
     pixels: torch.Tensor | None
     rows: np.ndarray
+
+    def whole(self) -> Split:
+        """The split made of every readable file."""
+        return self.take(np.arange(len(self.files.paths)))
 
     def take(self, index: np.ndarray) -> Split:
         """The split made of the files at ``index``."""
@@ -60,7 +66,13 @@ class FolderDataModule(ImageDataModule):
         self.cache = cache
         self.cache_verify = cache_verify
         self.unreadable: dict[str, str] = {}
+        self.gray = False  # every sampled file single-channel: trained as one channel unless ``rgb``
         self._scanned: list[tuple[ImageFiles, CacheEntry | None]] | None = None
+
+    @property
+    def files_root(self) -> Path:
+        """The folder the splits' ``sources`` (the scanned files' paths) are relative to."""
+        return self.root
 
     def scan(self) -> list[ImageFiles]:
         """The dataset's file lists (e.g. a training and a test tree); raises :class:`DataError` when the
@@ -68,13 +80,54 @@ class FolderDataModule(ImageDataModule):
         raise NotImplementedError
 
     def _scanned_files(self) -> list[tuple[ImageFiles, CacheEntry | None]]:
-        """:meth:`scan` and the cache entry of each list (stats every file), once per datamodule."""
+        """:meth:`scan` and the cache entry of each list (stats every file), once per datamodule; sets
+        ``img_size`` when it is None (the native size)."""
         if self._scanned is None:
+            scanned = self.scan()
+            self._check_images(scanned)
             self._scanned = [
                 (files, cache_entry(files, self.img_size, self.cache_verify) if self.cache else None)
-                for files in self.scan()
+                for files in scanned
             ]
         return self._scanned
+
+    @property
+    def in_chans(self) -> int:
+        return 1 if self.gray and not self.rgb else 3
+
+    def _check_images(self, lists: list[ImageFiles]) -> None:
+        """From the sampled files' headers: ``gray`` when they are all single-channel, and with
+        ``img_size=None`` the images' own size when they share one square size, else :data:`MIXED_SIZE` or
+        the largest image's longer side if smaller (no upscaling by default). A warning when ``img_size``
+        grows even the largest image more than 2x."""
+        headers = [sample_headers(files) for files in lists]
+        sizes = set().union(*(size for size, _ in headers))
+        modes = set().union(*(mode for _, mode in headers))
+        self.gray = bool(modes) and modes <= GRAY_MODES
+        largest = max((max(size) for size in sizes), default=MIXED_SIZE)
+        folder = lists[0].folder if lists else self.root
+        if self.gray and self.rgb:
+            log.info(
+                "images in %s are single-channel: served as 3 equal channels, as the pretrained backbone takes RGB",
+                folder,
+            )
+        if self.img_size is None:
+            (width, height), *others = sorted(sizes) or [(largest, largest)]
+            if not others and width == height:
+                self.img_size = width
+                log.info("images in %s are %dx%d: trained at that size (data.img_size resizes)", folder, width, width)
+            else:
+                self.img_size = min(MIXED_SIZE, largest)
+                log.info(
+                    "images in %s differ in size or are not square (%d sizes, up to %d px): resized to %dx%d "
+                    "(data.img_size chooses)",
+                    folder,
+                    len(sizes),
+                    largest,
+                    self.img_size,
+                    self.img_size,
+                )
+        warn_if_upscaled(largest, self.img_size, folder)
 
     def prepare_data(self) -> None:
         """Decode each file list into the cache (with ``in_memory=false``, only find its unreadable files),
@@ -96,6 +149,8 @@ class FolderDataModule(ImageDataModule):
                     log.info("decoding %d images in %s into memory (no cache)", len(files.paths), files.folder)
                 opened = decode_files(files, self.img_size, keep=self.in_memory)
             pixels, unreadable = opened
+            if pixels is not None and self.in_chans == 1:
+                pixels = pixels[:, :1]  # gray images are decoded (and cached) as three equal channels
             readable = np.array([p not in unreadable for p in files.paths], dtype=bool)
             if unreadable:
                 self._report_unreadable(files, unreadable, readable)
@@ -126,23 +181,25 @@ class FolderDataModule(ImageDataModule):
 
     def _listing(self, unreadable: dict[str, str]) -> str:
         """The first ``MAX_LISTED`` unreadable files with their errors, one per line."""
-        listing = "\n".join(f"  {self.root / p}: {e}" for p, e in list(unreadable.items())[:MAX_LISTED])
+        listing = "\n".join(f"  {self.files_root / p}: {e}" for p, e in list(unreadable.items())[:MAX_LISTED])
         return listing + (f"\n  ... and {len(unreadable) - MAX_LISTED} more" if len(unreadable) > MAX_LISTED else "")
 
     def dataset(self, split: str) -> Dataset:
         chosen = self.splits[split]
         if chosen.pixels is not None:
             return super().dataset(split)
-        return FileImageDataset(self.root, chosen.sources, chosen.labels, self.img_size, self.strict)
+        return FileImageDataset(
+            self.files_root, chosen.sources, chosen.labels, self.img_size, self.strict, self.in_chans
+        )
 
     def evaluation_split(self, name: str) -> Split:
         """The split; with ``in_memory=false`` its images decoded from their files."""
         split = self.splits[name]
         if split.pixels is not None or not len(split):
             return split
-        images, _ = FileImageDataset(self.root, split.sources, split.labels, self.img_size, strict=True).__getitems__(
-            range(len(split))
-        )
+        images, _ = FileImageDataset(
+            self.files_root, split.sources, split.labels, self.img_size, strict=True, channels=self.in_chans
+        ).__getitems__(range(len(split)))
         return Split(images, split.labels, split.sources)
 
     def summary(self) -> dict:

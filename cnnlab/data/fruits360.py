@@ -3,8 +3,6 @@ or 155 depending on the version) are read from the folders. It has no automatic 
 
 from __future__ import annotations
 
-import numpy as np
-
 from cnnlab.data.base import Split
 from cnnlab.data.errors import DataError
 from cnnlab.data.folder import FolderDataModule
@@ -35,4 +33,4 @@ class Fruits360DataModule(FolderDataModule):
     def load_splits(self) -> dict[str, Split]:
         train, test = self.read_files()
         keep, val = stratified_holdout(train.files.labels, self.val_fraction, self.seed, self.class_names)
-        return {"train": train.take(keep), "val": train.take(val), "test": test.take(np.arange(len(test.files.paths)))}
+        return {"train": train.take(keep), "val": train.take(val), "test": test.whole()}

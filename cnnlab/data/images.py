@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
@@ -25,6 +26,11 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 # what PIL raises on zero-byte, truncated, corrupt or non-image files
 UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+GRAY_MODES = SIXTEEN_BIT_MODES | {"1", "L", "LA", "F"}  # PIL modes of single-channel images
+SIZE_SAMPLE = 1000  # files whose headers tell a folder's native image size
+UPSCALE_WARNING = 2.0  # a resize growing images more than this much is said in the log
+RESIZE_CHUNK = 1000  # images resized at once: the float copy of 50,000 images at 224 px would not fit
+_warned_upscales: set[tuple[int, int]] = set()
 
 
 @dataclass
@@ -103,6 +109,61 @@ def decode_image(path: Path, img_size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def sample_headers(files: ImageFiles, limit: int = SIZE_SAMPLE) -> tuple[set[tuple[int, int]], set[str]]:
+    """The (width, height) sizes and PIL modes of up to ``limit`` files spread evenly over ``files``, from
+    their headers (no pixels decoded); unreadable files are left to the decoder to report."""
+    step = max(1, len(files.paths) // limit)
+    sizes, modes = set(), set()
+    for path in files.paths[::step][:limit]:
+        try:
+            with Image.open(files.root / path) as image:
+                sizes.add(ImageOps.exif_transpose(image).size if image.format == "JPEG" else image.size)
+                modes.add(image.mode)
+        except UNREADABLE_IMAGE_ERRORS:
+            continue
+    return sizes, modes
+
+
+def warn_if_upscaled(native: int, img_size: int, where: object) -> None:
+    """Say in the log (once per pair of sizes) that ``img_size`` grows ``native``-pixel images more than
+    :data:`UPSCALE_WARNING` times: more cache and compute for no new detail, usually by mistake."""
+    if img_size > UPSCALE_WARNING * native and (native, img_size) not in _warned_upscales:
+        _warned_upscales.add((native, img_size))
+        log.warning(
+            "data.img_size=%d upscales the %dx%d images of %s %.1fx: the cache and every layer grow with it for no "
+            "new detail; drop data.img_size to train at the native size",
+            img_size,
+            native,
+            native,
+            where,
+            img_size / native,
+        )
+
+
+def resize_images(images: torch.Tensor, img_size: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) images resized to (img_size, img_size), bilinear and antialiased, in chunks;
+    returned as they are when already that size."""
+    if images.shape[-2:] == (img_size, img_size):
+        return images
+    size = (img_size, img_size)
+    return torch.cat(
+        [
+            F.interpolate(chunk.float(), size=size, mode="bilinear", antialias=True)
+            .clamp(0, 255)
+            .round()
+            .to(torch.uint8)
+            for chunk in images.split(RESIZE_CHUNK)
+        ]
+    )
+
+
+def rgb_to_gray(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) RGB to uint8 (N, 1, H, W) luminance (ITU-R 601, as PIL's ``convert("L")``): a gray
+    image saved as RGB comes back exactly."""
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (images.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+
+
 def to_chw_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     """Stack HWC uint8 arrays into one (N, C, H, W) uint8 tensor."""
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
@@ -116,9 +177,16 @@ class FileImageDataset(Dataset):
     """
 
     def __init__(
-        self, root: Path, paths: Sequence[str], labels: torch.Tensor, img_size: int, strict: bool = False
+        self,
+        root: Path,
+        paths: Sequence[str],
+        labels: torch.Tensor,
+        img_size: int,
+        strict: bool = False,
+        channels: int = 3,
     ) -> None:
         self.root = Path(root)
+        self.channels = channels  # 1: the first of the decoded RGB channels, equal for a gray image
         self.paths = list(paths)
         self.labels = labels
         self.img_size = img_size
@@ -144,4 +212,4 @@ class FileImageDataset(Dataset):
                 log.warning("skipping unreadable image %s: %s", path, error)
         if not images:
             raise DataError(f"every image of a batch was unreadable, e.g. {self.root / self.paths[indices[0]]}")
-        return to_chw_tensor(images), self.labels[torch.as_tensor(kept)]
+        return to_chw_tensor(images)[:, : self.channels], self.labels[torch.as_tensor(kept)]

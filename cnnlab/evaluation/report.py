@@ -65,7 +65,10 @@ def read_history(metrics_csv: Path) -> dict[str, dict[int, float]]:
 
 
 def _describe(config: Any) -> str:
-    """``torch.optim.Adam(lr=0.001, ...)`` from a ``_target_`` config; ``-`` when unset."""
+    """``torch.optim.Adam(lr=0.001, ...)`` from a ``_target_`` config, or a model config's ``net`` (whose
+    runtime switches beside it are left out); ``-`` when unset."""
+    if isinstance(config, dict) and isinstance(config.get("net"), dict):
+        config = config["net"]
     if not isinstance(config, dict) or not config.get("_target_"):
         return "-"
     options = ", ".join(f"{k}={v}" for k, v in config.items() if not k.startswith("_"))

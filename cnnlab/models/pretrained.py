@@ -74,11 +74,17 @@ def without_pretrained_weights(net: dict[str, Any]) -> dict[str, Any]:
     return {**net, **{key: value for key, value in off.items() if key in net}}
 
 
+def is_pretrained(net: dict[str, Any]) -> bool:
+    """Whether a model config's ``net`` loads pretrained weights (whose first layer takes RGB): timm's
+    ``pretrained``/``weights_path`` or a Keras twin's ``weights``."""
+    return bool(net.get("pretrained") or net.get("weights_path") or net.get("weights"))
+
+
 def pretrained_normalization(net: dict[str, Any]) -> dict[str, list[float]]:
     """``{"mean", "std"}`` that the ImageNet weights of a model config's ``net`` expect (a Keras twin's
     ``input_normalization``, else timm's data config of its backbone), or ``{}`` for a network without
     pretrained weights. The network is built on the meta device: no weights are loaded or allocated."""
-    if not (net.get("pretrained") or net.get("weights_path") or net.get("weights")):
+    if not is_pretrained(net):
         return {}
     with torch.device("meta"):
         model = instantiate(without_pretrained_weights(net), num_classes=2)
