@@ -35,7 +35,13 @@ from cnnlab.training.callbacks import EpochTimer
 from cnnlab.training.checkpoints import check_compatible, load_checkpoint, resolve_checkpoint
 from cnnlab.training.distributed import is_global_zero
 from cnnlab.training.freeze import trainable_base_params
-from cnnlab.training.interrupts import interrupt_message, requeued_checkpoint, sigterm_interrupts, stopping_signal
+from cnnlab.training.interrupts import (
+    interrupt_message,
+    requeued_checkpoint,
+    sigterm_interrupts,
+    slurm_trainer_options,
+    stopping_signal,
+)
 from cnnlab.training.loggers import RunCSVLogger, require_logger_packages
 from cnnlab.training.module import ImageClassifier
 from cnnlab.training.precision import run_precision
@@ -123,6 +129,13 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return (callback.best_model_path or None) if callback is not None else None
 
 
+def last_checkpoint(trainer: L.Trainer) -> str | None:
+    """``checkpoints/last.ckpt``, the weights fit ended with; None (the weights in memory) without it. Passed
+    to ``trainer.test`` by name: given None, Lightning under SLURM would test an ``hpc_ckpt_<n>.ckpt``."""
+    callback = trainer.checkpoint_callback
+    return (callback.last_model_path or None) if callback is not None else None
+
+
 def train(cfg: DictConfig, fold_of: Path | None = None) -> dict[str, Any]:
     """Fit, then test the weights ``cfg.test_weights`` names; write and return results.json.
 
@@ -151,7 +164,9 @@ def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
         prepare_wandb(cfg)
         loggers = _instantiate_all(cfg.get("logger"))
         precision, precision_reason = run_precision(cfg)
-        trainer: L.Trainer = instantiate(cfg.trainer, precision=precision, callbacks=callbacks, logger=loggers)
+        trainer: L.Trainer = instantiate(
+            cfg.trainer, precision=precision, callbacks=callbacks, logger=loggers, **slurm_trainer_options()
+        )
         datamodule = prepare_datamodule(cfg, trainer)  # the trainer knows this process's rank
         module = build_module(cfg, datamodule)
         if ckpt_path:
@@ -191,8 +206,9 @@ def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
         )  # after fit: not start-up time
 
         if cfg.get("test"):
-            tested_checkpoint = best_checkpoint(trainer) if cfg.test_weights == "best" else None
-            results["tested_epoch"] = results["best_epoch"] if tested_checkpoint else trainer.current_epoch - 1
+            best = cfg.test_weights == "best"
+            tested_checkpoint = best_checkpoint(trainer) if best else last_checkpoint(trainer)
+            results["tested_epoch"] = results["best_epoch"] if best and tested_checkpoint else trainer.current_epoch - 1
             test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=tested_checkpoint, verbose=False)
             results.update({k: float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()})
             if trainer.is_global_zero:
