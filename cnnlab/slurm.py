@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import time
@@ -188,13 +189,16 @@ def requeue_on_time_limit(signum: int, frame: Any) -> None:
 
 
 def being_requeued() -> bool:
-    """Whether SLURM is requeueing this job (``scontrol requeue``, or a time limit): it starts again by itself."""
+    """Whether SLURM is requeueing this job (``scontrol requeue``, the time-limit signal, preemption): it
+    then starts again by itself. SLURM counts the restart (``Restarts``) before it stops the job, while the
+    job's own ``SLURM_RESTART_COUNT`` still counts the earlier ones."""
     if not job_id():
         return False
     try:
-        state = subprocess.run(
-            ["squeue", "-h", "-j", job_id(), "-o", "%T"], capture_output=True, text=True, timeout=30, check=False
+        shown = subprocess.run(
+            ["scontrol", "show", "job", job_id()], capture_output=True, text=True, timeout=30, check=False
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return any(s in state for s in ("REQUEUE", "PENDING"))
+    restarts = re.search(r"\bRestarts=(\d+)", shown)
+    return restarts is not None and int(restarts.group(1)) > int(os.environ.get("SLURM_RESTART_COUNT") or 0)

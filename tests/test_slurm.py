@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -35,6 +36,14 @@ def slurm() -> None:
         pytest.skip(f"no SLURM to test on: tests/slurm/slurm.sh start failed: {reason}")
     yield
     subprocess.run([SLURM_SCRIPT, "stop"], check=False)
+
+
+@pytest.fixture(autouse=True)
+def cancel_leftovers():
+    """Cancel the jobs a failed test left in the queue, so the next test has the node to itself."""
+    yield
+    if shutil.which("scancel"):
+        subprocess.run(["scancel", "--name=cli"], check=False)
 
 
 def cnnlab(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -105,3 +114,107 @@ def test_unstartable_jobs_are_one_line_error(slurm, tmp_path):
     assert "hydra.launcher.cpus_per_task" in last
     queue = subprocess.run(["squeue", "-h", "-u", "root", "-o", "%j"], capture_output=True, text=True).stdout
     assert "cnnlab" not in queue
+
+
+TRAIN = ["trainer.max_epochs=6", "trainer.limit_train_batches=12", "hydra.launcher.cpus_per_task=1"]
+
+
+def saved_epoch(checkpoint: Path) -> int | None:
+    """The epoch a checkpoint holds, None while it is missing or half-written."""
+    import torch
+
+    try:
+        return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"])
+    except Exception:
+        return None
+
+
+def job_id(sweep: Path, job: int) -> str:
+    """SLURM's id of sweep job ``job`` (``<array id>_<job>``), from submitit's folder."""
+    (found,) = [p.name for p in (sweep / ".submitit").iterdir() if p.name.endswith(f"_{job}")]
+    return found
+
+
+def kill_training(slurm_id: str) -> None:
+    """SIGKILL to the job's Python process (submitit's runner, which runs the training)."""
+    numeric = subprocess.run(["squeue", "-h", "-j", slurm_id, "-o", "%A"], capture_output=True, text=True).stdout
+    listed = subprocess.run(["scontrol", "listpids", numeric.strip()], capture_output=True, text=True).stdout
+    for pid in (int(line.split()[0]) for line in listed.splitlines()[1:] if line.split()[0].isdigit()):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if Path(f"/proc/{pid}").exists() else b""
+        if b"submitit.core._submit" in cmdline:
+            os.kill(pid, signal.SIGKILL)
+            return
+    pytest.fail(f"no training process of job {slurm_id} in {listed}")
+
+
+def job_state(slurm_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", slurm_id, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+
+
+def restart_now(slurm_id: str) -> None:
+    """Let a requeued job start again at once: SLURM holds one back for 120 s (reason BeginTime)."""
+    wait_until(lambda: job_state(slurm_id) == "PENDING", 120, f"job {slurm_id} requeued")
+    subprocess.run(["scontrol", "update", f"jobid={slurm_id}", "StartTime=now"], check=True)
+
+
+def weights(checkpoint: Path) -> dict:
+    import torch
+
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_requeues_resume_exactly(slurm, tmp_path):
+    """Job 0 of two identical jobs gets the time-limit signal (SIGUSR1) after its first epoch and is then
+    requeued by hand (scontrol requeue) later: it resumes by itself each time from its newest epoch, and ends
+    with the same metrics.csv, bit-equal weights and the same test metrics as job 1, never stopped; both
+    count as completed only once finished, and the requeued job's stderr says it resumes by itself."""
+    master = start_cnnlab(tmp_path, "-m", "hydra/launcher=slurm", *SMOKE, *TRAIN, "seed=3,3")
+    wait_until(lambda: list((tmp_path / "outputs").rglob("0/checkpoints/last.ckpt")), what="job 0's first epoch")
+    sweep = sweep_dir(tmp_path)
+    run, slurm_id = sweep / "0", job_id(sweep, 0)
+    subprocess.run(["scancel", "--signal=USR1", slurm_id], check=True)
+    restart_now(slurm_id)
+    first_stop = saved_epoch(run / "checkpoints/last.ckpt")
+    wait_until(lambda: (saved_epoch(run / "checkpoints/last.ckpt") or 0) > (first_stop or 0) + 1, 300, "the resume")
+    subprocess.run(["scontrol", "requeue", slurm_id], check=True)
+    restart_now(slurm_id)
+    out, err = master.communicate(timeout=600)
+    assert master.returncode == 0, err[-3000:]
+    assert "2 completed, 0 not" in (sweep / "summary.md").read_text()
+    reference = sweep / "1"
+    assert (run / "metrics.csv").read_text() == (reference / "metrics.csv").read_text()
+    ours, theirs = weights(run / "checkpoints/last.ckpt"), weights(reference / "checkpoints/last.ckpt")
+    assert ours.keys() == theirs.keys() and all(torch_equal(ours[k], theirs[k]) for k in ours)
+    tested = ("tested_epoch", "test/acc", "test/loss", "epochs_run")
+    assert {k: results(run)[k] for k in tested} == {k: results(reference)[k] for k in tested}
+    assert not list(run.glob("hpc_ckpt_*.ckpt"))
+    stderr = job_stderr(sweep)
+    assert "SLURM requeued the job: it resumes from" in stderr, stderr[-3000:]
+    assert "resume exactly from the last finished epoch with ckpt_path=last" not in stderr
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)
+
+
+def test_job_killed_without_requeue_is_recorded(slurm, tmp_path):
+    """A job stopped by SIGTERM that SLURM does not requeue, and one whose run was killed outright (SIGKILL,
+    as by the OOM killer): the sweep goes on and its summary lists both (interrupted, lost) with their run
+    dirs, beside the completed one."""
+    long = ["trainer.max_epochs=40", *TRAIN[1:]]
+    master = start_cnnlab(tmp_path, "-m", "hydra/launcher=slurm", *SMOKE, *long, "seed=1,2,3")
+    wait_until(lambda: list((tmp_path / "outputs").rglob("0/checkpoints/last.ckpt")), what="job 0")
+    sweep = sweep_dir(tmp_path)
+    subprocess.run(["scancel", "--signal=TERM", job_id(sweep, 0)])  # exits non-zero, though it signals
+    wait_until(lambda: list((tmp_path / "outputs").rglob("1/checkpoints/last.ckpt")), what="job 1")
+    kill_training(job_id(sweep, 1))  # as the OOM killer does
+    out, err = master.communicate(timeout=600)
+    assert master.returncode == 0, err[-3000:]
+    assert "UncompletedJobError" not in err
+    assert [results(sweep / n)["status"] for n in "012"] == ["interrupted", "lost", "completed"]
+    summary = (sweep / "summary.md").read_text()
+    assert "1 completed, 2 not" in summary
+    for run, status in (("0", "interrupted"), ("1", "lost"), ("2", "completed")):
+        assert f"| {run} | {int(run) + 1} | {status} |" in summary  # run dir, seed, status
