@@ -148,8 +148,9 @@ def _pending_reasons(ids: list[str]) -> set[str]:
 def _job_return(launcher: Any, job: Any, idx: int, overrides: Sequence[str]) -> JobReturn:
     """The job's own JobReturn when it returned; else one returning None, and its run dir's results.json
     says what happened (a job that ended without writing its end state is ``lost``)."""
-    if job.paths.result_pickle.exists():
-        outcome, result = job._get_outcome_and_result()
+    rank_zero = job.task(0)  # a job of several tasks (DDP under srun): global rank 0 returns the run's value
+    if rank_zero.paths.result_pickle.exists():
+        outcome, result = rank_zero._get_outcome_and_result()
         if outcome == "success":
             return result
         log.error("SLURM job %s failed, the sweep goes on: %s", job.job_id, str(result).strip().splitlines()[-1])

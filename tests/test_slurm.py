@@ -218,3 +218,47 @@ def test_job_killed_without_requeue_is_recorded(slurm, tmp_path):
     assert "1 completed, 2 not" in summary
     for run, status in (("0", "interrupted"), ("1", "lost"), ("2", "completed")):
         assert f"| {run} | {int(run) + 1} | {status} |" in summary  # run dir, seed, status
+
+
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "debug=smoke"]
+
+
+def test_ddp_under_srun_writes_one_run_dir(slurm, tmp_path):
+    """`srun` starts both ranks of a DDP run itself, each resolving the time-stamped run dir: they share
+    rank 0's, which holds the completed run of world size 2."""
+    command = ["srun", "--ntasks-per-node=2", "--cpus-per-task=1", str(CNNLAB), *DDP]
+    result = subprocess.run(command, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = [p.parent for p in (tmp_path / "outputs").rglob("results.json")]
+    assert [p for p in run.parent.iterdir() if p.is_dir()] == [run]
+    assert (results(run)["status"], results(run)["world_size"]) == ("completed", 2)
+
+
+def test_ddp_sweep_job_with_two_tasks(slurm, tmp_path):
+    """A sweep job of two SLURM tasks (hydra.launcher.tasks_per_node=2) is one DDP run in one run dir."""
+    launcher = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.tasks_per_node=2"]
+    result = cnnlab(tmp_path, "-m", *launcher, "hydra.launcher.cpus_per_task=1", *DDP, "seed=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = sweep_dir(tmp_path)
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["0"]
+    assert (results(sweep / "0")["status"], results(sweep / "0")["world_size"]) == ("completed", 2)
+
+
+def test_torchrun_ranks_share_rank_zeros_run_dir(tmp_path, monkeypatch):
+    """torchrun's ranks resolve the run dir each, maybe in another second: rank 1 gets rank 0's, not its own."""
+    from cnnlab.run_dirs import unique_dir
+
+    for name in ("SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    (tmp_path / "12-00-00").mkdir()  # an earlier run in the same second
+    monkeypatch.setenv("RANK", "0")
+    chosen = unique_dir(str(tmp_path / "12-00-00"))
+    monkeypatch.setenv("RANK", "1")
+    assert unique_dir(str(tmp_path / "12-00-01")) == chosen == str(tmp_path / "12-00-00-2")
+    assert not (tmp_path / "12-00-01").exists()
+    monkeypatch.setenv("MASTER_PORT", "29501")  # the next torchrun start: a new dir
+    monkeypatch.setenv("RANK", "0")
+    assert unique_dir(str(tmp_path / "12-00-00")) == str(tmp_path / "12-00-00-3")
