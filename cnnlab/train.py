@@ -149,6 +149,7 @@ def train(cfg: DictConfig, fold_of: Path | None = None) -> dict[str, Any]:
 def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    earlier = _read_results(output_dir)  # the same run's stopped start, if this one resumes it
     results: dict[str, Any] = {"status": "running", "environment": environment()}
     write_results(output_dir, results)  # a killed run is left marked "running"
     start = time.perf_counter()
@@ -158,6 +159,8 @@ def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
         if cfg.get("tune_malloc"):
             keep_freed_memory()
         ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir) or requeued_checkpoint(output_dir)
+        if ckpt_path and Path(ckpt_path).resolve().is_relative_to(output_dir.resolve()):
+            start -= earlier.get("wall_time_sec") or 0.0  # a resume in place: times count every start
         L.seed_everything(cfg.seed, workers=True)
         callbacks = _instantiate_all(cfg.get("callbacks"))
         require_logger_packages(cfg.get("logger"))
@@ -242,6 +245,14 @@ def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
         results["wall_time_sec"] = round(time.perf_counter() - start, 3)
         write_results(output_dir, results)
         finish_wandb(failed=results["status"] != "completed")
+
+
+def _read_results(output_dir: Path) -> dict[str, Any]:
+    path = output_dir / "results.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _log_after_test(trainer: L.Trainer, metrics: dict[str, float]) -> None:

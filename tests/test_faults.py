@@ -174,6 +174,7 @@ def test_sigterm_saves_a_checkpoint_records_the_signal_and_resumes(cnnlab):
     cnnlab(*args, f"ckpt_path={interrupted}")
     resumed = read_results(run)
     assert resumed["status"] == "completed" and resumed["epochs_run"] == 3
+    assert resumed["train_time_sec"] > results["wall_time_sec"]  # the times of both starts, summed
     assert [epoch for epoch, _ in _val_losses(run)] == [0, 1, 2]
     assert _test_rows(run) == [len(_rows(run)) - 2, len(_rows(run)) - 1]
 
