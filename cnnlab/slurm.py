@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import OmegaConf, open_dict
 
@@ -80,8 +81,6 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     indexed = list(enumerate(job_overrides, start=initial_job_idx))
     for idx, overrides in indexed:
         log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-    from hydra.core.singleton import Singleton
-
     state = Singleton.get_state()
     try:
         jobs = executor.map_array(
