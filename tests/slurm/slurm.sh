@@ -92,10 +92,11 @@ start() {
     install
     write_configs
     local begin=$SECONDS
-    if ! pgrep -x munged >/dev/null; then
+    if ! munge -n >/dev/null 2>&1; then
         mkdir -p /run/munge && chown munge:munge /run/munge
         runuser -u munge -- /usr/sbin/munged
-        pgrep -x -u munge munged >"$STATE/munged.pid"
+        wait_for munge 10 munge -n
+        cp /run/munge/munged.pid "$STATE/munged.pid"  # stopped by `stop`: this script started it
     fi
     wait_for munge 10 munge -n
     if ! mariadb -e 'select 1' >/dev/null 2>&1; then
