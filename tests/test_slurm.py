@@ -4,6 +4,7 @@ killed and requeued jobs, and the sweep summary."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -43,7 +44,7 @@ def cancel_leftovers():
     """Cancel the jobs a failed test left in the queue, so the next test has the node to itself."""
     yield
     if shutil.which("scancel"):
-        subprocess.run(["scancel", "--name=cli"], check=False)
+        subprocess.run(["scancel", "--name=cli", f"--user={getpass.getuser()}"], check=False)
 
 
 def cnnlab(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
