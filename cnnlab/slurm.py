@@ -6,17 +6,13 @@ The master (:func:`launch`): an sbatch error is one line; a job pending for a re
 that ended without a result (cancelled, timed out, out of memory, node lost) is recorded as lost in its
 run dir, and the sweep goes on to its summary. A job SLURM requeues is still pending: not finished.
 
-A job (:func:`quiet_job_signals`, :func:`requeue_on_time_limit`): on the time-limit signal (SIGUSR1, the
-preset's ``signal: USR1@120``) it asks SLURM to requeue it; SLURM then stops it with SIGTERM, its last
-finished epoch is in ``checkpoints/last.ckpt``, and the requeued job resumes from there exactly
-(:func:`cnnlab.training.interrupts.requeued_checkpoint`).
+A job: submitit's signal handlers are replaced by the default ones (:func:`quiet_job_signals`); what a
+job does on SLURM's time-limit signal and requeues is in :mod:`cnnlab.training.interrupts`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import signal
 import subprocess
 import time
@@ -173,32 +169,3 @@ def quiet_job_signals() -> None:
     actions are right here (cnnlab's run handles SIGTERM itself while it trains)."""
     for signum in (signal.SIGCONT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
-
-
-def job_id() -> str | None:
-    """This SLURM job's id (the array task's own id for a job of an array)."""
-    return os.environ.get("SLURM_JOB_ID")
-
-
-def requeue_on_time_limit(signum: int, frame: Any) -> None:
-    """SIGUSR1 before the time limit: global rank 0 asks SLURM to requeue the job, which stops it with
-    SIGTERM; the requeued job resumes from ``checkpoints/last.ckpt``."""
-    if os.environ.get("SLURM_PROCID", "0") == "0" and job_id():
-        log.info("time limit near: requeueing SLURM job %s", job_id())
-        subprocess.run(["scontrol", "requeue", job_id()], check=False)
-
-
-def being_requeued() -> bool:
-    """Whether SLURM is requeueing this job (``scontrol requeue``, the time-limit signal, preemption): it
-    then starts again by itself. SLURM counts the restart (``Restarts``) before it stops the job, while the
-    job's own ``SLURM_RESTART_COUNT`` still counts the earlier ones."""
-    if not job_id():
-        return False
-    try:
-        shown = subprocess.run(
-            ["scontrol", "show", "job", job_id()], capture_output=True, text=True, timeout=30, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    restarts = re.search(r"\bRestarts=(\d+)", shown)
-    return restarts is not None and int(restarts.group(1)) > int(os.environ.get("SLURM_RESTART_COUNT") or 0)

@@ -1,10 +1,13 @@
 """A run stopped by SIGTERM (schedulers, ``kill``) or Ctrl-C: which signal stopped it, what the user can
-resume from, and SLURM's requeued jobs picking up their checkpoint."""
+resume from, and SLURM's requeued jobs: a job asks SLURM to requeue it on the time-limit signal (SIGUSR1),
+knows it is being requeued, and resumes from its checkpoint."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,8 +16,6 @@ from typing import Any, Iterator
 
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-from cnnlab.slurm import being_requeued, requeue_on_time_limit
 
 
 class Interrupted(KeyboardInterrupt):
@@ -130,3 +131,31 @@ def requeued_checkpoint(output_dir: Path) -> str | None:
         return None
     last = output_dir / "checkpoints" / "last.ckpt"
     return str(last) if last.is_file() else None
+
+
+def job_id() -> str | None:
+    """This SLURM job's id (the array task's own id for a job of an array)."""
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def requeue_on_time_limit(signum: int, frame: Any) -> None:
+    """SIGUSR1 before the time limit: global rank 0 asks SLURM to requeue the job, which stops it with
+    SIGTERM; the requeued job resumes from ``checkpoints/last.ckpt``."""
+    if os.environ.get("SLURM_PROCID", "0") == "0" and job_id():
+        subprocess.run(["scontrol", "requeue", job_id()], check=False)
+
+
+def being_requeued() -> bool:
+    """Whether SLURM is requeueing this job (``scontrol requeue``, the time-limit signal, preemption): it
+    then starts again by itself. SLURM counts the restart (``Restarts``) before it stops the job, while the
+    job's own ``SLURM_RESTART_COUNT`` still counts the earlier ones."""
+    if not job_id():
+        return False
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", job_id()], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    restarts = re.search(r"\bRestarts=(\d+)", shown)
+    return restarts is not None and int(restarts.group(1)) > int(os.environ.get("SLURM_RESTART_COUNT") or 0)
