@@ -168,7 +168,8 @@ def test_requeues_resume_exactly(slurm, tmp_path):
     """Job 0 of two identical jobs gets the time-limit signal (SIGUSR1) after its first epoch and is then
     requeued by hand (scontrol requeue) later: it resumes by itself each time from its newest epoch, and ends
     with the same metrics.csv, bit-equal weights and the same test metrics as job 1, never stopped; both
-    count as completed only once finished, and the requeued job's stderr says it resumes by itself."""
+    count as completed only once finished, and the requeued job's stderr says it resumes by itself. A stale
+    hpc_ckpt_1.ckpt in the run dir is neither resumed from nor tested."""
     master = start_cnnlab(tmp_path, "-m", "hydra/launcher=slurm", *SMOKE, *TRAIN, "seed=3,3")
     wait_until(lambda: list((tmp_path / "outputs").rglob("0/checkpoints/last.ckpt")), what="job 0's first epoch")
     sweep = sweep_dir(tmp_path)
@@ -176,6 +177,8 @@ def test_requeues_resume_exactly(slurm, tmp_path):
     subprocess.run(["scancel", "--signal=USR1", slurm_id], check=True)
     restart_now(slurm_id)
     first_stop = saved_epoch(run / "checkpoints/last.ckpt")
+    # what Lightning's own requeue used to leave: a stale hpc checkpoint, which must neither be resumed nor tested
+    shutil.copy(run / "checkpoints/last.ckpt", run / "hpc_ckpt_1.ckpt")
     wait_until(lambda: (saved_epoch(run / "checkpoints/last.ckpt") or 0) > (first_stop or 0) + 1, 300, "the resume")
     subprocess.run(["scontrol", "requeue", slurm_id], check=True)
     restart_now(slurm_id)
@@ -188,7 +191,7 @@ def test_requeues_resume_exactly(slurm, tmp_path):
     assert ours.keys() == theirs.keys() and all(torch_equal(ours[k], theirs[k]) for k in ours)
     tested = ("tested_epoch", "test/acc", "test/loss", "epochs_run")
     assert {k: results(run)[k] for k in tested} == {k: results(reference)[k] for k in tested}
-    assert not list(run.glob("hpc_ckpt_*.ckpt"))
+    assert [p.name for p in run.glob("hpc_ckpt_*.ckpt")] == ["hpc_ckpt_1.ckpt"]  # none written, the stale one unused
     stderr = job_stderr(sweep)
     assert "SLURM requeued the job: it resumes from" in stderr, stderr[-3000:]
     assert "resume exactly from the last finished epoch with ckpt_path=last" not in stderr
