@@ -20,10 +20,12 @@ from cnnlab.console import filter_known_warnings, print_block, quiet_lightning, 
 from cnnlab.errors import CnnlabError
 from cnnlab.extras import missing_extra, missing_plugin
 from cnnlab.run_dirs import register_resolver
+from cnnlab.slurm import register_launcher
 from cnnlab.training.distributed import close_process_group, is_global_zero, pin_run_dir
 
 log = logging.getLogger(__name__)
 register_resolver()
+register_launcher()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnlab.conf", config_name="train")
@@ -86,6 +88,8 @@ def main() -> None:
         if user_setting == "1":
             raise
         sys.exit(f"cnnlab: error: {explain_config_error(error)}")
+    except CnnlabError as error:  # a launcher's (hydra/launcher=slurm: sbatch refused, jobs cannot start)
+        sys.exit(f"cnnlab: error: {error}")
     except Exception as error:  # a sweeper or launcher plugin importing its optional package
         explanation = missing_extra(error)
         if explanation is None or user_setting == "1":

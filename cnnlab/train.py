@@ -36,7 +36,13 @@ from cnnlab.training.callbacks import EpochTimer
 from cnnlab.training.checkpoints import check_compatible, load_checkpoint, resolve_checkpoint
 from cnnlab.training.distributed import is_global_zero
 from cnnlab.training.freeze import trainable_base_params
-from cnnlab.training.interrupts import interrupt_message, requeued_checkpoint, sigterm_interrupts, stopping_signal
+from cnnlab.training.interrupts import (
+    interrupt_message,
+    requeued_checkpoint,
+    sigterm_interrupts,
+    slurm_trainer_options,
+    stopping_signal,
+)
 from cnnlab.training.loggers import RunCSVLogger, require_logger_packages
 from cnnlab.training.module import ImageClassifier
 from cnnlab.training.precision import run_precision
@@ -128,6 +134,13 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return (callback.best_model_path or None) if callback is not None else None
 
 
+def last_checkpoint(trainer: L.Trainer) -> str | None:
+    """``checkpoints/last.ckpt``, the weights fit ended with; None (the weights in memory) without it. Passed
+    to ``trainer.test`` by name: given None, Lightning under SLURM would test an ``hpc_ckpt_<n>.ckpt``."""
+    callback = trainer.checkpoint_callback
+    return (callback.last_model_path or None) if callback is not None else None
+
+
 def train(cfg: DictConfig, fold_of: Path | None = None) -> dict[str, Any]:
     """Fit, then test the weights ``cfg.test_weights`` names; write and return results.json.
 
@@ -141,6 +154,7 @@ def train(cfg: DictConfig, fold_of: Path | None = None) -> dict[str, Any]:
 def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    earlier = _read_results(output_dir)  # the same run's stopped start, if this one resumes it
     results: dict[str, Any] = {"status": "running", "environment": environment()}
     write_results(output_dir, results)  # a killed run is left marked "running"
     start = time.perf_counter()
@@ -151,13 +165,17 @@ def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
         if cfg.get("tune_malloc"):
             keep_freed_memory()
         ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir) or requeued_checkpoint(output_dir)
+        if ckpt_path and Path(ckpt_path).resolve().is_relative_to(output_dir.resolve()):
+            start -= earlier.get("wall_time_sec") or 0.0  # a resume in place: times count every start
         L.seed_everything(cfg.seed, workers=True)
         callbacks = _instantiate_all(cfg.get("callbacks"))
         require_logger_packages(cfg.get("logger"))
         prepare_wandb(cfg)
         loggers = _instantiate_all(cfg.get("logger"))
         precision, precision_reason = run_precision(cfg)
-        trainer: L.Trainer = instantiate(cfg.trainer, precision=precision, callbacks=callbacks, logger=loggers)
+        trainer: L.Trainer = instantiate(
+            cfg.trainer, precision=precision, callbacks=callbacks, logger=loggers, **slurm_trainer_options()
+        )
         datamodule = prepare_datamodule(cfg, trainer)  # the trainer knows this process's rank
         if cfg.data.get("img_size") is None:  # the data's native size, known now
             check_network(cfg, datamodule.img_size)
@@ -199,8 +217,9 @@ def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
         )  # after fit: not start-up time
 
         if cfg.get("test"):
-            tested_checkpoint = best_checkpoint(trainer) if cfg.test_weights == "best" else None
-            results["tested_epoch"] = results["best_epoch"] if tested_checkpoint else trainer.current_epoch - 1
+            best = cfg.test_weights == "best"
+            tested_checkpoint = best_checkpoint(trainer) if best else last_checkpoint(trainer)
+            results["tested_epoch"] = results["best_epoch"] if best and tested_checkpoint else trainer.current_epoch - 1
             test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=tested_checkpoint, verbose=False)
             results.update({k: float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()})
             if trainer.is_global_zero:
@@ -234,6 +253,14 @@ def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
         results["wall_time_sec"] = round(time.perf_counter() - start, 3)
         write_results(output_dir, results)
         finish_wandb(failed=results["status"] != "completed")
+
+
+def _read_results(output_dir: Path) -> dict[str, Any]:
+    path = output_dir / "results.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _log_after_test(trainer: L.Trainer, metrics: dict[str, float]) -> None:

@@ -174,6 +174,7 @@ def test_sigterm_saves_a_checkpoint_records_the_signal_and_resumes(cnnlab):
     cnnlab(*args, f"ckpt_path={interrupted}")
     resumed = read_results(run)
     assert resumed["status"] == "completed" and resumed["epochs_run"] == 3
+    assert resumed["train_time_sec"] > results["wall_time_sec"]  # the times of both starts, summed
     assert [epoch for epoch, _ in _val_losses(run)] == [0, 1, 2]
     assert _test_rows(run) == [len(_rows(run)) - 2, len(_rows(run)) - 1]
 
@@ -301,7 +302,8 @@ def test_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_previous(
 
 
 def test_requeued_slurm_job_finds_its_checkpoint(tmp_path, monkeypatch):
-    """SLURM's variables as a requeued job sees them; Lightning names its requeue checkpoints hpc_ckpt_<n>."""
+    """SLURM's variables as a requeued job sees them: it resumes from last.ckpt, the exact end of its newest
+    finished epoch, never from a mid-epoch hpc_ckpt_<n> (an older cnnlab's or Lightning's)."""
     monkeypatch.setenv("SLURM_NTASKS", "1")
     monkeypatch.setenv("SLURM_JOB_NAME", "cnnlab")
     (tmp_path / "checkpoints").mkdir()
@@ -312,6 +314,6 @@ def test_requeued_slurm_job_finds_its_checkpoint(tmp_path, monkeypatch):
     assert requeued_checkpoint(tmp_path) == str(tmp_path / "checkpoints/last.ckpt")  # preempted
     for n in (2, 10):
         (tmp_path / f"hpc_ckpt_{n}.ckpt").write_bytes(b"")
-    assert requeued_checkpoint(tmp_path) == str(tmp_path / "hpc_ckpt_10.ckpt")  # requeued before the time limit
+    assert requeued_checkpoint(tmp_path) == str(tmp_path / "checkpoints/last.ckpt")  # even beside hpc ones
     monkeypatch.delenv("SLURM_NTASKS")
     assert requeued_checkpoint(tmp_path) is None  # not on SLURM

@@ -95,3 +95,20 @@ def test_two_swept_parameters_and_loss_metric_sort_ascending(tmp_path: Path) -> 
     assert [row["val/loss_best"] for row in rows] == ["1.0", "1.1", "1.2", "1.3"]
     assert "Mean ± std" not in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "summary.png").exists()
+
+
+def test_sweep_end_marks_a_killed_job_lost(tmp_path: Path) -> None:
+    """At a multirun's end (any launcher) every job has ended: one whose results.json still says "running" was
+    killed before it could say so (SIGKILL, out of memory) and is listed as lost; the others keep theirs."""
+    from omegaconf import OmegaConf
+
+    from cnnlab.evaluation.summary import SweepSummary
+
+    fake_run(tmp_path / "0", ["seed=0"], **{"val/acc_best": 0.9})
+    fake_run(tmp_path / "1", ["seed=1"], status="running")
+    fake_run(tmp_path / "2", ["seed=2"], status="interrupted", error="interrupted by SIGTERM")
+    SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    rows = {row["run"]: row for row in read_rows(tmp_path / "summary.csv")}
+    assert {run: row["status"] for run, row in rows.items()} == {"0": "completed", "1": "lost", "2": "interrupted"}
+    assert rows["1"]["error"] == "the job ended before the run finished (killed)"
+    assert json.loads((tmp_path / "1" / "results.json").read_text())["status"] == "lost"

@@ -266,12 +266,28 @@ def sweep_end_block(summary: Summary, sweep_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def mark_lost(run_dir: Path, reason: str) -> None:
+    """Record in ``run_dir/results.json`` that its run ended without saying so itself (killed with SIGKILL,
+    out of memory, node lost, never started): status ``lost``. A run that recorded its end (completed,
+    failed, interrupted) keeps it."""
+    path = run_dir / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    if results.get("status") not in (None, "running"):
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results.update(status="lost", error=reason)
+    path.write_text(json.dumps(results, indent=2))
+
+
 class SweepSummary(Callback):
-    """Hydra callback: summarize every job of a multirun into its sweep dir, and say where it is and which
-    job did best."""
+    """Hydra callback: summarize every job of a multirun into its sweep dir (each completed, failed,
+    interrupted or lost, with its run dir), and say where it is and which job did best."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        for run_dir in find_run_dirs([sweep_dir]):  # every job has ended: one still "running" was killed
+            if (run_dir / "results.json").is_file():
+                mark_lost(run_dir, "the job ended before the run finished (killed)")
         summary = summarize(find_run_dirs([sweep_dir]), base=sweep_dir, metric=config.get("optimized_metric"))
         write_summary(summary, sweep_dir)
         print_block(sweep_end_block(summary, sweep_dir))

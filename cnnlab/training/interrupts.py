@@ -1,15 +1,18 @@
 """A run stopped by SIGTERM (schedulers, ``kill``) or Ctrl-C: which signal stopped it, what the user can
-resume from, and SLURM's requeued jobs picking up their checkpoint."""
+resume from, and SLURM's requeued jobs: a job asks SLURM to requeue it on the time-limit signal (SIGUSR1),
+knows it is being requeued, and resumes from its checkpoint."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Iterator
+from typing import Any, Iterator
 
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -39,10 +42,20 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
         return
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    previous_usr1 = signal.signal(signal.SIGUSR1, requeue_on_time_limit) if SLURMEnvironment.detect() else None
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_usr1 is not None:
+            signal.signal(signal.SIGUSR1, previous_usr1)
+
+
+def slurm_trainer_options() -> dict[str, Any]:
+    """Trainer options for a run in a SLURM job: Lightning's own requeue on SIGUSR1 is off (it saves a
+    mid-epoch ``hpc_ckpt_<n>.ckpt`` that does not resume exactly, and then restores and tests that file
+    whenever ``ckpt_path`` is None); :func:`cnnlab.slurm.requeue_on_time_limit` requeues instead."""
+    return {"plugins": [SLURMEnvironment(auto_requeue=False)]} if SLURMEnvironment.detect() else {}
 
 
 @contextmanager
@@ -90,6 +103,9 @@ def interrupt_message(stopped: signal.Signals, output_dir: Path, fold_of: Path |
     of a cross-validation (``fold_of``: the job's run dir), the command that resumes the whole job."""
     checkpoints = output_dir / "checkpoints"
     parts = [f"interrupted by {stopped.name}"]
+    if stopped == signal.SIGTERM and being_requeued():
+        parts.append(f"SLURM requeued the job: it resumes from {checkpoints / 'last.ckpt'} by itself")
+        return "; ".join(parts)
     if fold_of is not None:
         parts.append(
             f"rerun with ckpt_path=last hydra.run.dir={fold_of} to keep the finished folds and continue "
@@ -107,14 +123,39 @@ def interrupt_message(stopped: signal.Signals, output_dir: Path, fold_of: Path |
 
 
 def requeued_checkpoint(output_dir: Path) -> str | None:
-    """In a SLURM job that was requeued (``SLURM_RESTART_COUNT`` > 0), the checkpoint to continue from:
-    the newest ``hpc_ckpt_<n>.ckpt`` Lightning saved in the run dir on the requeue signal before the
-    time limit, else ``checkpoints/last.ckpt`` (a preempted job, stopped by SIGTERM alone). None
-    elsewhere: an ordinary run starts afresh unless ``ckpt_path`` says otherwise."""
+    """In a SLURM job that was requeued (``SLURM_RESTART_COUNT`` > 0: a time limit, ``scontrol requeue``,
+    preemption), the checkpoint to continue from: ``checkpoints/last.ckpt``, the end of the newest finished
+    epoch, from which the run continues exactly as if never stopped; None (start afresh) before the first
+    epoch ended. None outside a requeued job: a run starts afresh unless ``ckpt_path`` says otherwise."""
     if not SLURMEnvironment.detect() or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) == 0:
         return None
-    saved = sorted(output_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
     last = output_dir / "checkpoints" / "last.ckpt"
-    if saved:
-        return str(saved[-1])
     return str(last) if last.is_file() else None
+
+
+def job_id() -> str | None:
+    """This SLURM job's id (the array task's own id for a job of an array)."""
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def requeue_on_time_limit(signum: int, frame: Any) -> None:
+    """SIGUSR1 before the time limit: global rank 0 asks SLURM to requeue the job, which stops it with
+    SIGTERM; the requeued job resumes from ``checkpoints/last.ckpt``."""
+    if os.environ.get("SLURM_PROCID", "0") == "0" and job_id():
+        subprocess.run(["scontrol", "requeue", job_id()], check=False)
+
+
+def being_requeued() -> bool:
+    """Whether SLURM is requeueing this job (``scontrol requeue``, the time-limit signal, preemption): it
+    then starts again by itself. SLURM counts the restart (``Restarts``) before it stops the job, while the
+    job's own ``SLURM_RESTART_COUNT`` still counts the earlier ones."""
+    if not job_id():
+        return False
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", job_id()], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    restarts = re.search(r"\bRestarts=(\d+)", shown)
+    return restarts is not None and int(restarts.group(1)) > int(os.environ.get("SLURM_RESTART_COUNT") or 0)
