@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import pickle
 from pathlib import Path
 
@@ -200,4 +201,94 @@ def write_dtd(root: Path, classes=("banded", "dotted", "striped"), per_split: in
                 lines.append(f"{name}/{name}_{n:04d}.jpg")
                 n += 1
         (data / "labels" / f"{split}{partition}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def write_pattern_jpgs(paths: list[Path], labels: list[int], seed: int = 0) -> None:
+    """JPEG files of mixed square sizes (60 to 80 px) holding :func:`class_pattern_images`' bright square
+    for each label, so a test can check that labels and pixels stay paired after decoding and resizing."""
+    rng = np.random.default_rng(seed)
+    for i, (path, label) in enumerate(zip(paths, labels)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (pixels,) = class_pattern_images(rng, np.array([label]), 60 + 4 * (i % 6), 3)
+        Image.fromarray(pixels).save(path, quality=95)
+
+
+def write_stl10(root: Path, train: int = 30, test: int = 20, unlabeled: int = 3, classes: int = 10) -> Path:
+    """STL-10's binaries in root/stl10_binary/: {train,test,unlabeled}_X.bin hold uint8 96x96 RGB images
+    each stored channel by channel in column-major order, {train,test}_y.bin the labels 1..10, and
+    class_names.txt one name a line."""
+    rng = np.random.default_rng(0)
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True)
+    for part, n in (("train", train), ("test", test), ("unlabeled", unlabeled)):
+        labels = np.arange(n) % classes
+        images = class_pattern_images(rng, labels, 96, 3)  # (N, H, W, C)
+        (folder / f"{part}_X.bin").write_bytes(images.transpose(0, 3, 2, 1).tobytes())  # (N, C, W, H)
+        if part != "unlabeled":
+            (folder / f"{part}_y.bin").write_bytes((labels + 1).astype(np.uint8).tobytes())
+    names = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+    (folder / "class_names.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+def write_flowers102(root: Path, splits: dict[str, int] | None = None, classes: int = 4) -> Path:
+    """Flowers-102 in root/flowers-102/: jpg/image_<id:05d>.jpg (ids from 1), imagelabels.mat 'labels'
+    (1-based class of each id) and setid.mat 'trnid', 'valid', 'tstid' (the ids of each split), the ids of
+    the splits interleaved as in the real files."""
+    from scipy.io import savemat
+
+    sizes = splits or {"trnid": 8, "valid": 8, "tstid": 12}
+    base = root / "flowers-102"
+    total = sum(sizes.values())
+    labels = np.arange(total) % classes
+    write_pattern_jpgs([base / "jpg" / f"image_{i:05d}.jpg" for i in range(1, total + 1)], labels.tolist())
+    ids = np.arange(1, total + 1)
+    order = np.random.default_rng(0).permutation(ids)
+    bounds = np.cumsum([0, *sizes.values()])
+    setid = {key: np.sort(order[a:b]) for key, a, b in zip(sizes, bounds[:-1], bounds[1:])}
+    savemat(base / "imagelabels.mat", {"labels": (labels + 1)[None, :]})
+    savemat(base / "setid.mat", {key: value[None, :] for key, value in setid.items()})
+    return root
+
+
+def write_food101(root: Path, classes=("tacos", "apple_pie", "ramen"), train: int = 4, test: int = 2) -> Path:
+    """Food-101 in root/food-101/: images/<class>/<id>.jpg listed by meta/train.json and meta/test.json
+    ({class: ["<class>/<id>", ...]}, classes in the files' order, not sorted; labels follow the sorted names)."""
+    base = root / "food-101"
+    (base / "meta").mkdir(parents=True)
+    ordered = sorted(classes)
+    image_id = 0
+    for part, n in (("train", train), ("test", test)):
+        listing = {}
+        for name in classes:
+            listing[name] = [f"{name}/{image_id + k}" for k in range(n)]
+            image_id += n
+        paths = [base / "images" / f"{entry}.jpg" for entries in listing.values() for entry in entries]
+        labels = [ordered.index(name) for name, entries in listing.items() for _ in entries]
+        write_pattern_jpgs(paths, labels, seed=len(part))
+        (base / "meta" / f"{part}.json").write_text(json.dumps(listing))
+    return root
+
+
+PET_BREEDS = [("Abyssinian", 1), ("american_bulldog", 2), ("Bengal", 1)]  # (file prefix, species: 1 cat, 2 dog)
+
+
+def write_oxford_pets(root: Path, trainval: int = 4, test: int = 3) -> Path:
+    """Oxford-IIIT Pet in root/oxford-iiit-pet/: images/<Breed>_<n>.jpg (cat breeds capitalised, dog breeds
+    not) and annotations/{trainval,test}.txt with '<image> <class id> <species> <breed id>' lines (1-based)."""
+    base = root / "oxford-iiit-pet"
+    (base / "annotations").mkdir(parents=True)
+    n = 1
+    for part, per_class in (("trainval", trainval), ("test", test)):
+        lines, paths, labels = [], [], []
+        for _ in range(per_class):
+            for label, (breed, species) in enumerate(PET_BREEDS):
+                breed_id = [s for _, s in PET_BREEDS[: label + 1]].count(species)  # numbered within its species
+                lines.append(f"{breed}_{n} {label + 1} {species} {breed_id}")
+                paths.append(base / "images" / f"{breed}_{n}.jpg")
+                labels.append(label)
+                n += 1
+        write_pattern_jpgs(paths, labels, seed=len(part))
+        (base / "annotations" / f"{part}.txt").write_text("\n".join(lines) + "\n")
     return root

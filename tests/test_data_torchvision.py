@@ -14,7 +14,17 @@ import numpy as np
 import pytest
 import torch
 from conftest import read_results, run_cli, run_dirs
-from fakedata import write_cifar100, write_dtd, write_gtsrb, write_idx_dataset, write_svhn
+from fakedata import (
+    write_cifar100,
+    write_dtd,
+    write_flowers102,
+    write_food101,
+    write_gtsrb,
+    write_idx_dataset,
+    write_oxford_pets,
+    write_stl10,
+    write_svhn,
+)
 from PIL import Image
 
 from cnnlab.data.errors import DataError
@@ -236,3 +246,71 @@ def test_gray_data_is_rgb_only_for_a_pretrained_backbone(tmp_path, caplog, model
         dm.setup()
     assert dm.in_chans == in_chans and dm.splits["train"].images.shape[1] == in_chans
     assert ("repeated to 3 channels, as the pretrained backbone takes RGB" in caplog.text) == (in_chans == 3)
+
+
+def assert_paired(split, size: int) -> None:
+    """The fake images hold a bright square where the class says (fakedata.class_pattern_images): it is still
+    there in every image of ``split`` at ``size`` px, so labels and pixels stayed paired."""
+    cell = size // 4
+    for image, label in zip(split.images, split.labels.tolist()):
+        row, col = divmod(label % 16, 4)
+        assert image[:, cell * row + cell // 2, cell * col + cell // 2].min() > 200, (label, split.sources[:1])
+
+
+def test_stl10_binaries_on_their_official_split(tmp_path):
+    dm = datamodule(write_stl10(tmp_path / "data", train=100, test=20), "STL10")
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 90, "val": 10, "test": 20}  # no unlabeled images
+    assert dm.img_size == 96 and dm.in_chans == 3 and dm.splits["test"].images.shape == (20, 3, 96, 96)
+    assert dm.class_names[:2] == ["airplane", "bird"] and len(dm.class_names) == 10
+    assert dm.splits["test"].labels.tolist() == [i % 10 for i in range(20)]  # the 1-based file labels, from 0
+    assert_paired(dm.splits["test"], 96)  # the column-major pixels read upright: a transposed square would miss
+    assert_paired(dm.splits["train"], 96)
+
+
+@pytest.mark.parametrize(
+    ("name", "writer", "sizes", "classes"),
+    [
+        ("Flowers102", write_flowers102, {"train": 8, "val": 8, "test": 12}, ["pink primrose"]),
+        ("Food101", write_food101, {"train": 9, "val": 3, "test": 6}, ["apple_pie", "ramen", "tacos"]),
+        (
+            "OxfordIIITPet",
+            write_oxford_pets,
+            {"train": 9, "val": 3, "test": 9},
+            ["Abyssinian", "American Bulldog", "Bengal"],
+        ),
+    ],
+)
+def test_image_file_datasets_on_their_official_split(tmp_path, cache_dir, name, writer, sizes, classes):
+    dm = datamodule(writer(tmp_path / "data"), name, img_size=32, val_fraction=0.25)
+    assert {k: len(v) for k, v in dm.splits.items()} == sizes
+    assert dm.class_names[: len(classes)] == classes
+    assert dm.in_chans == 3 and dm.splits["train"].images.shape[1:] == (3, 32, 32)
+    for split in dm.splits.values():
+        assert_paired(split, 32)
+    assert len(list(cache_dir.glob(f"images-v*/{name}_test-*-32px-*.npy"))) == 1
+
+
+def test_flowers102_splits_are_the_ids_of_setid_mat(tmp_path):
+    from scipy.io import loadmat
+
+    root = write_flowers102(tmp_path / "data")
+    setid = loadmat(root / "flowers-102/setid.mat", squeeze_me=True)
+    dm = datamodule(root, "Flowers102", img_size=32)
+    for split, key in (("train", "trnid"), ("val", "valid"), ("test", "tstid")):
+        # as a set: evaluation splits are reordered class by class in turn (debug=fast's balanced batches)
+        assert sorted(dm.splits[split].sources) == [f"flowers-102/jpg/image_{i:05d}.jpg" for i in setid[key]]
+    assert len(dm.class_names) == 102
+
+
+def test_cli_trains_on_oxford_pets(cnnlab_logged_out):
+    root = write_oxford_pets(cnnlab_logged_out.cwd / "data")
+    cnnlab_logged_out(
+        "data=torchvision", "data.name=OxfordIIITPet", f"data.root={root}", "data.val_fraction=0.25", "debug=smoke"
+    )
+    (run,) = run_dirs(cnnlab_logged_out.cwd)
+    results = read_results(run)
+    assert results["status"] == "completed"
+    assert results["split_sizes"] == {"train": 9, "val": 3, "test": 9}
+    assert 0.0 <= results["test/acc"] <= 1.0
+    summary = json.loads((run / "data/summary.json").read_text())
+    assert summary["per_class"]["test"] == {"Abyssinian": 3, "American Bulldog": 3, "Bengal": 3}
