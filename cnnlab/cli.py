@@ -19,13 +19,13 @@ from omegaconf import DictConfig
 from cnnlab.console import filter_known_warnings, print_block, quiet_lightning, run_end_block
 from cnnlab.errors import CnnlabError
 from cnnlab.extras import missing_extra, missing_plugin
+from cnnlab.launchers import register_launchers
 from cnnlab.run_dirs import register_resolver
-from cnnlab.slurm import register_launcher
 from cnnlab.training.distributed import close_process_group, is_global_zero, pin_run_dir
 
 log = logging.getLogger(__name__)
 register_resolver()
-register_launcher()
+register_launchers()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnlab.conf", config_name="train")

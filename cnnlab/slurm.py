@@ -49,19 +49,6 @@ WAITING = {
 }
 
 
-def register_launcher() -> None:
-    """Make ``hydra/launcher=slurm``'s launcher known to Hydra. Hydra finds plugins by listing the
-    ``hydra_plugins`` package's folders, which misses an editable install's (``pip install -e``); so it is
-    registered by name. Without the ``[slurm]`` extra (hydra-submitit-launcher) there is nothing to register."""
-    from hydra.core.plugins import Plugins
-
-    try:
-        from hydra_plugins.cnnlab_slurm.launcher import SlurmLauncher
-    except ImportError:
-        return
-    Plugins.instance().register(SlurmLauncher)
-
-
 def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     """Submit the sweep's jobs as one SLURM array, wait for each, and return one JobReturn per job (a job
     that failed or was lost returns None, as a failed job does in cnnlab's CLI)."""

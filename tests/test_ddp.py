@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
-from conftest import cli_env, read_results, run_dirs
+from conftest import cli_env, read_results, run_dirs, start_cli, wait_for_file
 from fakedata import write_eurosat
 from hydra import compose, initialize_config_module
 
@@ -92,10 +95,51 @@ def test_torchrun_starts_both_ranks_at_once_and_one_decodes(tmp_path, cache_dir)
 
 def test_joblib_runs_two_jobs_in_parallel(cnnlab):
     result = cnnlab("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "debug=smoke", "optim.lr=1e-3,1e-2")
-    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    assert "Launching 2 jobs, 2 at a time" in result.stdout + result.stderr
     runs = run_dirs(cnnlab.cwd)
     assert [read_results(r)["status"] for r in runs] == ["completed", "completed"]
     assert "Summary of 2 runs" in (runs[0].parent / "summary.md").read_text()
+
+
+def workers_writing_in(folder: Path, ancestor: int) -> list[int]:
+    """The processes below ``ancestor`` holding a file in ``folder`` open (a sweep job's worker keeps its log
+    file in its run dir open), found in /proc."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == ancestor:
+            continue
+        try:
+            pid = int(proc.name)
+            while pid > 1 and pid != ancestor:
+                pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if pid == ancestor and any(
+                os.readlink(fd).startswith(f"{folder}{os.sep}") for fd in (proc / "fd").iterdir()
+            ):
+                found.append(int(proc.name))
+        except (OSError, ValueError):  # ended meanwhile, or another user's
+            continue
+    return found
+
+
+def test_joblib_sweep_goes_on_when_a_job_is_killed(tmp_path):
+    """A job whose worker process is killed outright (SIGKILL, as by the OOM killer) is recorded as lost; the
+    other job completes and the summary lists both with their run dirs; the sweep exits with 0 as any sweep
+    that ran to its end. Job 0 trains long enough to be killed midway; job 1 one epoch."""
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "debug=smoke", "trainer.max_epochs=500,1"]
+    master = start_cli(args, tmp_path, command=(str(Path(sys.executable).parent / "cnnlab"),))
+    metrics = wait_for_file("outputs/multirun/*/*/0/metrics.csv", tmp_path, master)
+    (worker,) = workers_writing_in(metrics.parent, master.pid)
+    os.kill(worker, signal.SIGKILL)
+    _, stderr = master.communicate(timeout=600)
+    assert master.returncode == 0, stderr[-3000:]
+    assert "TerminatedWorkerError" not in stderr and "Traceback" not in stderr
+    sweep = metrics.parent.parent
+    lost, completed = read_results(sweep / "0"), read_results(sweep / "1")
+    assert (lost["status"], completed["status"]) == ("lost", "completed")
+    assert "worker process died" in lost["error"]
+    summary = (sweep / "summary.md").read_text()
+    assert "1 completed, 1 not" in summary
+    assert "| 0 | 500 | lost |" in summary and "| 1 | 1 | completed |" in summary  # run dir, max_epochs, status
 
 
 def test_bf16_mixed_precision_and_channels_last_train(cnnlab):
