@@ -216,12 +216,12 @@ def write_pattern_jpgs(paths: list[Path], labels: list[int], seed: int = 0) -> N
 
 def write_stl10(root: Path, train: int = 30, test: int = 20, unlabeled: int = 3, classes: int = 10) -> Path:
     """STL-10's binaries in root/stl10_binary/: {train,test,unlabeled}_X.bin hold uint8 96x96 RGB images
-    each stored channel by channel in column-major order, {train,test}_y.bin the labels 1..10, and
-    class_names.txt one name a line."""
+    each stored channel by channel in column-major order (no unlabeled_X.bin with ``unlabeled=0``),
+    {train,test}_y.bin the labels 1..10, and class_names.txt one name a line."""
     rng = np.random.default_rng(0)
     folder = root / "stl10_binary"
     folder.mkdir(parents=True)
-    for part, n in (("train", train), ("test", test), ("unlabeled", unlabeled)):
+    for part, n in (("train", train), ("test", test), ("unlabeled", unlabeled))[: 3 if unlabeled else 2]:
         labels = np.arange(n) % classes
         images = class_pattern_images(rng, labels, 96, 3)  # (N, H, W, C)
         (folder / f"{part}_X.bin").write_bytes(images.transpose(0, 3, 2, 1).tobytes())  # (N, C, W, H)

@@ -257,8 +257,9 @@ def assert_paired(split, size: int) -> None:
         assert image[:, cell * row + cell // 2, cell * col + cell // 2].min() > 200, (label, split.sources[:1])
 
 
-def test_stl10_binaries_on_their_official_split(tmp_path):
-    dm = datamodule(write_stl10(tmp_path / "data", train=100, test=20), "STL10")
+@pytest.mark.parametrize("unlabeled", [3, 0])  # 0: unlabeled_X.bin deleted, as users do with its 2.6 GB
+def test_stl10_binaries_on_their_official_split(tmp_path, unlabeled):
+    dm = datamodule(write_stl10(tmp_path / "data", train=100, test=20, unlabeled=unlabeled), "STL10")
     assert {k: len(v) for k, v in dm.splits.items()} == {"train": 90, "val": 10, "test": 20}  # no unlabeled images
     assert dm.img_size == 96 and dm.in_chans == 3 and dm.splits["test"].images.shape == (20, 3, 96, 96)
     assert dm.class_names[:2] == ["airplane", "bird"] and len(dm.class_names) == 10

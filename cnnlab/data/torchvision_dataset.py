@@ -44,6 +44,7 @@ TRAIN_FLAG = {"train": {"train": True}, "test": {"train": False}}
 TRAIN_TEST = {"train": {"split": "train"}, "test": {"split": "test"}}
 TRAIN_VAL_TEST = {**TRAIN_TEST, "val": {"split": "val"}}
 MNIST_FAMILY = (datasets.MNIST, datasets.FashionMNIST, datasets.KMNIST, datasets.EMNIST)
+STL10_UNLABELED = "unlabeled_X.bin"
 
 
 @dataclass(frozen=True)
@@ -101,11 +102,12 @@ def find_spec(name: str) -> tuple[str, Spec]:
 def presence_only(cls: type) -> type:
     """``cls`` checking that its files are present rather than their md5 sums on every run (hashing
     SVHN's or STL-10's hundreds of megabytes each time); downloads still go through ``cls``, which
-    checks them. Same class name: torchvision derives folder names from it."""
+    checks them. STL-10's 2.6 GB of unlabeled images, which cnnlab does not train on, need not be there (users
+    delete them). Same class name: torchvision derives folder names from it."""
     overrides: dict[str, Any] = {}
     for table in ("train_list", "test_list"):
         if table in dir(cls):
-            overrides[table] = [[entry[0], None] for entry in getattr(cls, table)]
+            overrides[table] = [[entry[0], None] for entry in getattr(cls, table) if entry[0] != STL10_UNLABELED]
     if isinstance(getattr(cls, "meta", None), dict) and "md5" in cls.meta:
         overrides["meta"] = {**cls.meta, "md5": None}
     if hasattr(cls, "split_list"):
