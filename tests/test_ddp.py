@@ -101,24 +101,32 @@ def test_joblib_runs_two_jobs_in_parallel(cnnlab):
     assert "Summary of 2 runs" in (runs[0].parent / "summary.md").read_text()
 
 
-def workers_writing_in(folder: Path, ancestor: int) -> list[int]:
-    """The processes below ``ancestor`` holding a file in ``folder`` open (a sweep job's worker keeps its log
-    file in its run dir open), found in /proc."""
-    found = []
+def ancestors(pid: int) -> list[int]:
+    """The parent, grandparent, ... of process ``pid``, from /proc."""
+    chain = []
+    while pid > 1:
+        pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        chain.append(pid)
+    return chain
+
+
+def job_worker(run_dir: Path, master: int) -> int:
+    """The process running the sweep job of ``run_dir``: the topmost process below ``master`` holding a file
+    in ``run_dir`` open (the job's log file; children it forks inherit it), found in /proc."""
+    holders = {}
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == ancestor:
+        if not proc.name.isdigit() or int(proc.name) == master:
             continue
         try:
-            pid = int(proc.name)
-            while pid > 1 and pid != ancestor:
-                pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if pid == ancestor and any(
-                os.readlink(fd).startswith(f"{folder}{os.sep}") for fd in (proc / "fd").iterdir()
+            chain = ancestors(int(proc.name))
+            if master in chain and any(
+                os.readlink(fd).startswith(f"{run_dir}{os.sep}") for fd in (proc / "fd").iterdir()
             ):
-                found.append(int(proc.name))
-        except (OSError, ValueError):  # ended meanwhile, or another user's
+                holders[int(proc.name)] = chain
+        except (OSError, ValueError):  # ended meanwhile
             continue
-    return found
+    (worker,) = [pid for pid, chain in holders.items() if not set(chain) & set(holders)]
+    return worker
 
 
 def test_joblib_sweep_goes_on_when_a_job_is_killed(tmp_path):
@@ -128,8 +136,7 @@ def test_joblib_sweep_goes_on_when_a_job_is_killed(tmp_path):
     args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "debug=smoke", "trainer.max_epochs=500,1"]
     master = start_cli(args, tmp_path, command=(str(Path(sys.executable).parent / "cnnlab"),))
     metrics = wait_for_file("outputs/multirun/*/*/0/metrics.csv", tmp_path, master)
-    (worker,) = workers_writing_in(metrics.parent, master.pid)
-    os.kill(worker, signal.SIGKILL)
+    os.kill(job_worker(metrics.parent, master.pid), signal.SIGKILL)
     _, stderr = master.communicate(timeout=600)
     assert master.returncode == 0, stderr[-3000:]
     assert "TerminatedWorkerError" not in stderr and "Traceback" not in stderr
