@@ -84,7 +84,8 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
 def _lost(launcher: Any, idx: int, overrides: Sequence[str], error: Exception) -> JobReturn:
     """Record job ``idx``, whose worker process died, as lost in its run dir; its JobReturn returns None."""
     run_dir = job_run_dir(launcher, idx, overrides)
-    reason = f"its worker process died before the run finished ({str(error).splitlines()[0]})"
+    exit_codes = [line for line in str(error).splitlines() if "exit codes" in line]  # loky's, e.g. {SIGKILL(-9)}
+    reason = "its worker process died before the run finished" + "".join(f" ({line})" for line in exit_codes)
     mark_lost(run_dir, reason)
     log.error("Sweep job #%d was killed, the sweep goes on: %s", idx, run_dir)
     return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=None)
