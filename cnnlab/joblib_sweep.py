@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import logging
 import queue
+import signal
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +27,8 @@ from cnnlab.evaluation.summary import mark_lost
 from cnnlab.slurm import job_run_dir
 
 log = logging.getLogger(__name__)
+
+INTERRUPT_GRACE_SEC = 60  # for the jobs' runs to save interrupted.ckpt and record how they ended
 
 
 def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
@@ -50,9 +55,11 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     returns: list[JobReturn | None] = [None] * len(indexed)
     errors: list[BaseException] = []  # what a job raised, re-raised here as joblib.Parallel would
 
-    def run_slot() -> None:
+    executors: list[Any] = [None] * slots
+
+    def run_slot(slot: int) -> None:
         """Take jobs until none is left, each in this slot's worker process; replace a worker that died."""
-        executor = ProcessPoolExecutor(max_workers=1)
+        executor = executors[slot] = ProcessPoolExecutor(max_workers=1)
         try:
             while True:
                 try:
@@ -65,20 +72,37 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
                 except BrokenProcessPool as error:  # loky's TerminatedWorkerError: the worker died
                     returns[position] = _lost(launcher, idx, overrides, error)
                     executor.shutdown(wait=False)
-                    executor = ProcessPoolExecutor(max_workers=1)
+                    executor = executors[slot] = ProcessPoolExecutor(max_workers=1)
         except BaseException as error:
             errors.append(error)
         finally:
             executor.shutdown(wait=True)
 
-    threads = [threading.Thread(target=run_slot, name=f"sweep-slot-{n}", daemon=True) for n in range(slots)]
+    threads = [threading.Thread(target=run_slot, args=(n,), name=f"sweep-slot-{n}", daemon=True) for n in range(slots)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        _stop(threads, executors, sweep_dir)
     if errors:
         raise errors[0]
     return returns  # type: ignore[return-value]
+
+
+def _stop(threads: list[threading.Thread], executors: list[Any], sweep_dir: Path) -> None:
+    """Ctrl-C: a terminal sends it to the jobs' workers too, whose runs stop and record their interruption;
+    wait for them (:data:`INTERRUPT_GRACE_SEC`), end the workers still running (SIGINT sent to this process
+    alone), and exit as an interrupted run does, with 128 + SIGINT and one line instead of a traceback."""
+    deadline = time.monotonic() + INTERRUPT_GRACE_SEC
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    for thread, executor in zip(threads, executors):
+        if thread.is_alive() and executor is not None:
+            executor.shutdown(wait=False, kill_workers=True)
+    print(f"cnnlab: sweep interrupted by SIGINT; each job's run dir in {sweep_dir} says how it ended", file=sys.stderr)
+    raise SystemExit(128 + signal.SIGINT)
 
 
 def _lost(launcher: Any, idx: int, overrides: Sequence[str], error: Exception) -> JobReturn:

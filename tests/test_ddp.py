@@ -149,6 +149,28 @@ def test_joblib_sweep_goes_on_when_a_job_is_killed(tmp_path):
     assert "| 0 | 500 | lost |" in summary and "| 1 | 1 | completed |" in summary  # run dir, max_epochs, status
 
 
+def test_ctrl_c_stops_a_joblib_sweep_as_it_stops_a_run(tmp_path):
+    """Ctrl-C in a terminal reaches the whole process group: each job's run records its interruption and the
+    sweep exits with 130 and one line, as a run does, instead of the master's KeyboardInterrupt traceback."""
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "debug=smoke", "trainer.max_epochs=500,400"]
+    master = subprocess.Popen(
+        [str(Path(sys.executable).parent / "cnnlab"), *args],
+        cwd=tmp_path,
+        env=cli_env(),
+        process_group=0,  # its own group, as a terminal's foreground job
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_file("outputs/multirun/*/*/1/metrics.csv", tmp_path, master)
+    os.killpg(master.pid, signal.SIGINT)
+    _, stderr = master.communicate(timeout=300)
+    assert master.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    assert "cnnlab: sweep interrupted by SIGINT" in stderr.splitlines()[-1]
+    sweep = next((tmp_path / "outputs/multirun").glob("*/*"))
+    assert [read_results(sweep / job)["status"] for job in "01"] == ["interrupted", "interrupted"]
+
+
 def test_bf16_mixed_precision_and_channels_last_train(cnnlab):
     cnnlab("debug=smoke", "trainer.precision=bf16-mixed", "model.channels_last=true")
     (run,) = run_dirs(cnnlab.cwd)
