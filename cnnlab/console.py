@@ -15,6 +15,9 @@ KNOWN_WARNINGS = [
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
     # the optional conf/ of the working directory (conf/train.yaml: hydra.searchpath) is usually absent
     (r"provider=hydra\.searchpath in main, path=conf is not available", UserWarning),
+    # Lightning on any machine with SLURM's srun installed (a login node, a workstation with the client): its
+    # hint to prepend srun is wrong for a plain run, and hydra/launcher=slurm starts jobs its own way
+    (r"The `srun` command is available on your system but is not used", UserWarning),
 ]
 # Lightning's INFO advertisement on every Trainer start
 LIGHTNING_TIPS = ("litlogger",)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import cli_env, read_results, run_dirs, start_cli, wait_for_file
 from fakedata import write_eurosat
 from hydra import compose, initialize_config_module
@@ -177,11 +178,13 @@ def test_bf16_mixed_precision_and_channels_last_train(cnnlab):
     assert read_results(run)["status"] == "completed"
 
 
-def test_slurm_launcher_preset_composes():
+@pytest.mark.parametrize(("preset", "gpus", "cpus"), [("slurm", None, 2), ("slurm_gpu", 1, 8)])
+def test_slurm_launcher_preset_composes(preset, gpus, cpus):
+    """The CPU preset asks for no GPU (it fits a CPU partition); the GPU variant for one per job."""
     with initialize_config_module("cnnlab.conf", version_base="1.3"):
         cfg = compose(
-            "train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True
+            "train", overrides=[f"hydra/launcher={preset}", "hydra.launcher.partition=p"], return_hydra_config=True
         )
     launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
-    assert launcher.gpus_per_node == launcher.tasks_per_node == 1
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "p"
+    assert (launcher.gpus_per_node, launcher.cpus_per_task, launcher.tasks_per_node) == (gpus, cpus, 1)
