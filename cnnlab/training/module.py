@@ -181,8 +181,17 @@ class ImageClassifier(LightningModule):
         """Nothing: :meth:`optimizer_step` has freed the gradients already. Lightning's own call, before every
         backward, would walk the parameters a second time each step."""
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the training epoch's running sums, so that an epoch resumed mid-way logs the same means; beside the
+        # state dict, not in it, so checkpoints of either kind load into either version
+        checkpoint["train_metrics"] = {
+            name: value.detach().cpu() for name, value in self.train_metrics.metric_state.items()
+        }
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = without_compiled_copy(checkpoint["state_dict"])
+        for name, value in checkpoint.get("train_metrics", {}).items():
+            setattr(self.train_metrics, name, value.to(getattr(self.train_metrics, name).device))
 
     def configure_callbacks(self) -> list[Callback]:
         """The freeze policy, when it acts during training (two_stage)."""
