@@ -1,8 +1,9 @@
-"""A run stopped by SIGTERM anywhere in an epoch (after its first batch, mid-way, after its last batch, in
-its validation, mid-way through a later epoch) and resumed each time from ``checkpoints/interrupted.ckpt``
-ends exactly as an uninterrupted run of the same seed: the same metrics.csv, bit-equal final weights, the
-same test metrics. Through the real ``cnnlab`` console script; the test's own callback
-(tests/sigterm_at.py) sends the SIGTERM at an exact batch."""
+"""A run stopped by SIGTERM or Ctrl-C anywhere in an epoch (after its first batch, after its last, in its
+validation, after its last validation batch, mid-way through a later epoch) and resumed each time with
+``ckpt_path=last`` (its newest checkpoint: ``interrupted.ckpt``, newer than ``last.ckpt``) ends exactly as an
+uninterrupted run of the same seed: the same metrics.csv, bit-equal final weights, the same test metrics.
+Through the real ``cnnlab`` console script; the test's own callback (tests/signal_at.py) sends the signal
+after an exact batch."""
 
 from __future__ import annotations
 
@@ -27,8 +28,14 @@ RUN = [
     "data.eval_batch_size=64",
     "seed=3",
 ]
-# (stage, epoch, batch after which SIGTERM arrives; 0-based), in the order the run meets them
-STOPS = [("train", 0, 0), ("train", 0, 9), ("val", 0, 4), ("train", 1, 6), ("val", 1, 2)]
+# (signal, stage, epoch, batch after which the signal arrives; 0-based), in the order the run meets them
+STOPS = [
+    ("SIGTERM", "train", 0, 0),
+    ("SIGINT", "train", 0, 9),
+    ("SIGTERM", "val", 0, 4),
+    ("SIGINT", "train", 1, 6),
+    ("SIGTERM", "val", 1, 2),
+]
 # where interrupted.ckpt says each stopped: (epochs finished, training batches done in the epoch, validation
 # batches done in it). After the last training batch the run stops in the validation that follows (Lightning
 # stops a validation after its current batch), which the resumed run runs again from its start; after the
@@ -59,22 +66,26 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
 
 
-def test_sigterm_anywhere_in_an_epoch_resumes_exactly(tmp_path):
+def test_a_stop_anywhere_in_an_epoch_resumes_exactly(tmp_path):
     expected = tmp_path / "outputs/uninterrupted"
     assert _cnnlab(tmp_path, f"hydra.run.dir={expected}").returncode == 0
 
     run = tmp_path / "outputs/stopped"
-    resume = f"ckpt_path={run}/checkpoints/interrupted.ckpt"
-    for i, (stage, epoch, batch) in enumerate(STOPS):
+    resume = "ckpt_path=last"
+    for i, (name, stage, epoch, batch) in enumerate(STOPS):
         stop = [
-            "+callbacks.sigterm_at._target_=sigterm_at.SigtermAt",
-            f"+callbacks.sigterm_at.stage={stage}",
-            f"+callbacks.sigterm_at.epoch={epoch}",
-            f"+callbacks.sigterm_at.batch={batch}",
+            "+callbacks.signal_at._target_=signal_at.SignalAt",
+            f"+callbacks.signal_at.name={name}",
+            f"+callbacks.signal_at.stage={stage}",
+            f"+callbacks.signal_at.epoch={epoch}",
+            f"+callbacks.signal_at.batch={batch}",
         ]
         result = _cnnlab(tmp_path, f"hydra.run.dir={run}", *stop, *([resume] if i else []))
-        assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
-        assert result.stderr.strip().splitlines()[-1].startswith("cnnlab: interrupted by SIGTERM")
+        assert result.returncode == 128 + signal.Signals[name], result.stderr[-3000:]
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"cnnlab: interrupted by {name}; resume exactly where it stopped (checkpoints/interrupted.ckpt) "
+            f"with ckpt_path=last hydra.run.dir={run}"
+        )
         assert _position(run / "checkpoints/interrupted.ckpt") == POSITIONS[i]
         assert read_results(run)["status"] == "interrupted"
     result = _cnnlab(tmp_path, f"hydra.run.dir={run}", resume)

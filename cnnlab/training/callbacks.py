@@ -104,16 +104,18 @@ class StopOnNonFiniteLoss(Callback):
 
 
 class SaveOnInterrupt(Callback):
-    """On Ctrl-C or SIGTERM, saves ``checkpoints/interrupted.ckpt`` before Lightning exits: the run as it
-    stood after its last finished training batch, from which it resumes exactly (the loader skips the
-    epoch's batches done, :class:`EpochSeeder` restores the RNG, the module its epoch's running metrics).
-    Interrupted during an epoch's validation, the resumed run validates that epoch again from its start."""
+    """When Ctrl-C or SIGTERM stops fit (after the current batch: :mod:`cnnlab.training.interrupts`), saves
+    ``checkpoints/interrupted.ckpt`` before Lightning exits: the run as it stood after its last finished
+    batch, from which it resumes exactly (the loader skips the epoch's batches done, :class:`EpochSeeder`
+    restores the RNG, the module its epoch's running metrics). Stopped in an epoch's validation, the
+    resumed run validates that epoch again from its start. A forced stop (a second Ctrl-C), which may cut a
+    batch in two, saves nothing."""
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = dirpath
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.state.fn == "fit":
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
             if trainer.validating and not trainer.sanity_checking:
                 _validation_not_done(trainer)
             path = f"{self.dirpath}/interrupted.ckpt"
