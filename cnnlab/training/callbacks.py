@@ -75,13 +75,13 @@ class EpochSeeder(Callback):
         self._restored = state_dict
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # here, not when the checkpoint is loaded: the sanity check and the set-up in between draw nothing
-        # the training needs, and a resumed epoch starts with no on_train_epoch_start
+        # here, after the loading and the sanity check, right before the first batch: a run resumed
+        # mid-epoch gets no on_train_epoch_start
         if self._restored is not None:
             torch.set_rng_state(self._restored["torch"])
             if "cuda" in self._restored and torch.cuda.is_available():
                 torch.cuda.set_rng_state(self._restored["cuda"])
-            self._restored = None
+        self._restored = None
 
 
 class NonFiniteLossError(CnnlabError):
@@ -109,13 +109,14 @@ class SaveOnInterrupt(Callback):
     batch, from which it resumes exactly (the loader skips the epoch's batches done, :class:`EpochSeeder`
     restores the RNG, the module its epoch's running metrics). Stopped in an epoch's validation, the
     resumed run validates that epoch again from its start. A forced stop (a second Ctrl-C), which may cut a
-    batch in two, saves nothing."""
+    batch in two, saves nothing, and neither does a DDP run: its checkpoint would hold global rank zero's
+    random state and running metrics alone, so it resumes exactly from ``last.ckpt`` only."""
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = dirpath
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit" and trainer.world_size == 1:
             if trainer.validating and not trainer.sanity_checking:
                 _validation_not_done(trainer)
             path = f"{self.dirpath}/interrupted.ckpt"

@@ -133,12 +133,12 @@ def interrupt_message(stopped: signal.Signals, output_dir: Path, fold_of: Path |
     elif fold_of is not None:
         parts.append(
             f"rerun with ckpt_path=last hydra.run.dir={fold_of} to keep the finished folds and continue "
-            f"{output_dir.name} exactly where it stopped"
+            f"{output_dir.name} exactly from its newest checkpoint"
         )
     elif newest is not None:
+        where = "where it stopped" if newest.name == "interrupted.ckpt" else "from the last finished epoch"
         parts.append(
-            f"resume exactly where it stopped ({newest.relative_to(output_dir)}) with ckpt_path=last "
-            f"hydra.run.dir={output_dir}"
+            f"resume exactly {where} ({newest.relative_to(output_dir)}) with ckpt_path=last hydra.run.dir={output_dir}"
         )
     return "; ".join(parts)
 

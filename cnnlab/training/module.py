@@ -118,6 +118,11 @@ class ImageClassifier(LightningModule):
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        # a new epoch (not one resumed mid-way) starts from zero, also after a checkpoint saved once its
+        # batches were done (last.ckpt, at validation's end), which holds that epoch's sums
+        self.train_metrics.reset()
+
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train", self.train_metrics, prog_bar=True)
 
