@@ -109,15 +109,17 @@ class SaveOnInterrupt(Callback):
     batch, from which it resumes exactly (the loader skips the epoch's batches done, :class:`EpochSeeder`
     restores the RNG, the module its epoch's running metrics). Stopped in an epoch's validation, the
     resumed run validates that epoch again from its start. A forced stop (a second Ctrl-C), which may cut a
-    batch in two, saves nothing, and neither does a DDP run: its checkpoint would hold global rank zero's
-    random state and running metrics alone, so it resumes exactly from ``last.ckpt`` only."""
+    batch in two, saves nothing, and neither does a DDP run (its checkpoint would hold global rank zero's
+    random state and running metrics alone: it resumes exactly from ``last.ckpt`` only) nor a stop in the
+    sanity check before training (nothing trained yet in this start)."""
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = dirpath
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit" and trainer.world_size == 1:
-            if trainer.validating and not trainer.sanity_checking:
+        stopped_in_fit = isinstance(exception, SIGTERMException) and trainer.state.fn == "fit"
+        if stopped_in_fit and trainer.world_size == 1 and not trainer.sanity_checking:
+            if trainer.validating:
                 _validation_not_done(trainer)
             path = f"{self.dirpath}/interrupted.ckpt"
             trainer.save_checkpoint(path)
