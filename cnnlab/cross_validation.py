@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnlab.errors import ConfigError
 from cnnlab.train import error_summary, train, write_results
+from cnnlab.training.checkpoints import newest_checkpoint
 
 FOLD_KEYS = (
     "status",
@@ -36,14 +37,15 @@ def fold_dir(output_dir: Path, fold: int) -> Path:
 
 
 def fold_config(cfg: DictConfig, fold: int, output_dir: Path) -> DictConfig:
-    """``cfg`` training fold ``fold`` into its own directory; ``ckpt_path=last`` resumes only a fold that has one."""
+    """``cfg`` training fold ``fold`` into its own directory; ``ckpt_path=last`` resumes only a fold that has a
+    checkpoint."""
     fold_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))  # interpolations follow output_dir
     directory = fold_dir(output_dir, fold)
     with open_dict(fold_cfg):
         fold_cfg.data.fold = fold
         fold_cfg.paths.output_dir = str(directory)
         fold_cfg.cross_validate = False
-        if cfg.get("ckpt_path") == "last" and not (directory / "checkpoints" / "last.ckpt").is_file():
+        if cfg.get("ckpt_path") == "last" and newest_checkpoint(directory) is None:
             fold_cfg.ckpt_path = None
     return fold_cfg
 

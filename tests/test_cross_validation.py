@@ -73,7 +73,7 @@ def test_sigterm_in_a_fold_names_the_fold_and_the_command_that_resumes_the_job(c
     message = process.stderr.read().strip().splitlines()[-1]
     assert message == (
         f"cnnlab: interrupted by SIGTERM; rerun with ckpt_path=last hydra.run.dir={run} to keep the finished folds "
-        "and continue fold_0 from its last finished epoch"
+        "and continue fold_0 exactly from its newest checkpoint"
     )
     results = read_results(run)
     assert results["status"] == "interrupted"

@@ -302,8 +302,9 @@ def test_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_previous(
 
 
 def test_requeued_slurm_job_finds_its_checkpoint(tmp_path, monkeypatch):
-    """SLURM's variables as a requeued job sees them: it resumes from last.ckpt, the exact end of its newest
-    finished epoch, never from a mid-epoch hpc_ckpt_<n> (an older cnnlab's or Lightning's)."""
+    """SLURM's variables as a requeued job sees them: it resumes from the newer of last.ckpt (the end of its
+    newest finished epoch) and interrupted.ckpt (where the requeue's SIGTERM stopped it), both exact, never
+    from a mid-epoch hpc_ckpt_<n> (an older cnnlab's or Lightning's)."""
     monkeypatch.setenv("SLURM_NTASKS", "1")
     monkeypatch.setenv("SLURM_JOB_NAME", "cnnlab")
     (tmp_path / "checkpoints").mkdir()
@@ -315,5 +316,10 @@ def test_requeued_slurm_job_finds_its_checkpoint(tmp_path, monkeypatch):
     for n in (2, 10):
         (tmp_path / f"hpc_ckpt_{n}.ckpt").write_bytes(b"")
     assert requeued_checkpoint(tmp_path) == str(tmp_path / "checkpoints/last.ckpt")  # even beside hpc ones
+    (tmp_path / "checkpoints/interrupted.ckpt").write_bytes(b"")
+    os.utime(tmp_path / "checkpoints/last.ckpt", ns=(1, 1))
+    assert requeued_checkpoint(tmp_path) == str(tmp_path / "checkpoints/interrupted.ckpt")  # the newer
+    os.utime(tmp_path / "checkpoints/interrupted.ckpt", ns=(0, 0))
+    assert requeued_checkpoint(tmp_path) == str(tmp_path / "checkpoints/last.ckpt")  # a stale interrupted.ckpt
     monkeypatch.delenv("SLURM_NTASKS")
     assert requeued_checkpoint(tmp_path) is None  # not on SLURM

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -83,6 +84,28 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch())
         return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, which Lightning checkpoints (its ``state_dict``): how many batches of the current
+    epoch the training has done (``batches_done()``). A run resumed from a mid-epoch checkpoint skips those
+    batches of the epoch's order, which is a function of (seed, epoch), and continues with the next one."""
+
+    def __init__(self, *args, batches_done: Callable[[], int] = lambda: 0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches_done = batches_done
+        self._skip = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_done": self.batches_done()}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._skip = state_dict.get("batches_done", 0)
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        skip, self._skip = self._skip, 0  # the next epochs start at their first batch
+        return islice(iterator, skip, None) if skip else iterator
 
 
 def normalize(
@@ -218,7 +241,8 @@ class ImageDataModule(LightningDataModule):
     def _loader(self, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
         dataset = self.dataset(split)
         sampler = EpochShuffleSampler(len(dataset), self.seed, self._current_epoch) if shuffle else None
-        return DataLoader(
+        resumable = {"batches_done": self._train_batches_done} if shuffle else {}
+        return (ResumableLoader if shuffle else DataLoader)(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
@@ -227,10 +251,18 @@ class ImageDataModule(LightningDataModule):
             # its own generator for worker seeds, so making an iterator never draws from the global RNG
             # (which would shift augmentation depending on when the iterator is made, e.g. on resume)
             generator=torch.Generator().manual_seed(self.seed),
+            **resumable,
         )
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _train_batches_done(self) -> int:
+        """Batches of the current training epoch done; 0 once all are (the next epoch starts afresh)."""
+        if self.trainer is None:
+            return 0
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return done if done < self.trainer.num_training_batches else 0
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         return self.model_inputs(batch, augment=self.trainer is not None and self.trainer.training)

@@ -18,11 +18,22 @@ from cnnlab.untrusted import check_checkpoint_hparams
 ARCHITECTURE_KEYS = ("model", "activation", "num_classes", "in_chans")
 
 
+def newest_checkpoint(output_dir: Path) -> Path | None:
+    """The run dir's checkpoint a resume continues from: the newer of ``checkpoints/last.ckpt`` (the end of
+    the latest finished epoch) and ``checkpoints/interrupted.ckpt`` (where Ctrl-C or SIGTERM stopped the
+    run); either resumes exactly. None when there is neither."""
+    found = [output_dir / "checkpoints" / name for name in ("last.ckpt", "interrupted.ckpt")]
+    found = [path for path in found if path.is_file()]
+    return max(found, key=lambda path: path.stat().st_mtime_ns) if found else None
+
+
 def resolve_checkpoint(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """``last`` means ``<run dir>/checkpoints/last.ckpt``; any other value is a file path."""
+    """``last`` means the run dir's newest checkpoint (:func:`newest_checkpoint`); any other value is a file
+    path."""
     if ckpt_path is None:
         return None
-    path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    last = newest_checkpoint(output_dir) or output_dir / "checkpoints" / "last.ckpt"
+    path = last if ckpt_path == "last" else Path(ckpt_path)
     if not path.is_file():
         hint = (
             " (ckpt_path=last looks in the run dir: pass the killed run's hydra.run.dir=...)"

@@ -1,9 +1,10 @@
 """A run stopped by SIGTERM (schedulers, ``kill``) or Ctrl-C: which signal stopped it, what the user can
 resume from, and SLURM's requeued jobs: a job asks SLURM to requeue it on the time-limit signal (SIGUSR1),
-knows it is being requeued, and resumes from its checkpoint."""
+knows it is being requeued, and resumes from its newest checkpoint."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -16,6 +17,10 @@ from typing import Any, Iterator
 
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from cnnlab.training.checkpoints import newest_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -34,19 +39,39 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
         raise Interrupted(signum)
 
 
+# the signal a stop at the end of a batch was asked for with: Ctrl-C, passed on to Lightning as SIGTERM
+_deferred: list[signal.Signals] = []
+
+
+def _stop_after_batch(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C inside Lightning's fit or test (whose SIGTERM handler is then in place) stops the run as
+    SIGTERM does, after the current batch, where its checkpoint resumes exactly; a second Ctrl-C, or one
+    elsewhere, stops at once."""
+    handler = signal.getsignal(signal.SIGTERM)
+    if _deferred or not callable(handler) or handler is _raise_interrupted:
+        raise KeyboardInterrupt
+    _deferred.append(signal.Signals(signum))
+    log.warning("Ctrl-C: stopping after the current batch (Ctrl-C again stops at once, without a checkpoint)")
+    handler(signal.SIGTERM, frame)
+
+
 @contextmanager
 def sigterm_interrupts() -> Iterator[None]:
     """While in the block, SIGTERM stops the run like Ctrl-C (Python's default: die at once, nothing
-    recorded). Only the main thread can set signal handlers; elsewhere this does nothing."""
+    recorded), and during Lightning's fit and test both stop it after the current batch. Only the main
+    thread can set signal handlers; elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _deferred.clear()
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    previous_int = signal.signal(signal.SIGINT, _stop_after_batch)
     previous_usr1 = signal.signal(signal.SIGUSR1, requeue_on_time_limit) if SLURMEnvironment.detect() else None
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         if previous_usr1 is not None:
             signal.signal(signal.SIGUSR1, previous_usr1)
 
@@ -91,7 +116,7 @@ def stopping_signal(error: BaseException | None) -> signal.Signals | None:
         if isinstance(error, Interrupted):
             return signal.Signals(error.signum)
         if isinstance(error, SIGTERMException):
-            return signal.SIGTERM
+            return _deferred[0] if _deferred else signal.SIGTERM
         if isinstance(error, KeyboardInterrupt):
             return signal.SIGINT
         error = error.__context__
@@ -101,36 +126,32 @@ def stopping_signal(error: BaseException | None) -> signal.Signals | None:
 def interrupt_message(stopped: signal.Signals, output_dir: Path, fold_of: Path | None = None) -> str:
     """One line: what stopped the run, what was saved, and which checkpoint resumes it exactly. For a fold
     of a cross-validation (``fold_of``: the job's run dir), the command that resumes the whole job."""
-    checkpoints = output_dir / "checkpoints"
     parts = [f"interrupted by {stopped.name}"]
+    newest = newest_checkpoint(output_dir)
     if stopped == signal.SIGTERM and being_requeued():
-        parts.append(f"SLURM requeued the job: it resumes from {checkpoints / 'last.ckpt'} by itself")
-        return "; ".join(parts)
-    if fold_of is not None:
+        parts.append(f"SLURM requeued the job: it resumes from {newest or 'the start'} by itself")
+    elif fold_of is not None:
         parts.append(
             f"rerun with ckpt_path=last hydra.run.dir={fold_of} to keep the finished folds and continue "
-            f"{output_dir.name} from its last finished epoch"
+            f"{output_dir.name} exactly from its newest checkpoint"
         )
-    elif (checkpoints / "last.ckpt").is_file():
-        parts.append(f"resume exactly from the last finished epoch with ckpt_path=last hydra.run.dir={output_dir}")
-    if fold_of is None and (checkpoints / "interrupted.ckpt").is_file():
+    elif newest is not None:
+        where = "where it stopped" if newest.name == "interrupted.ckpt" else "from the last finished epoch"
         parts.append(
-            f"{checkpoints / 'interrupted.ckpt'} holds the weights at the interruption, mid-epoch: a resume from it "
-            "(ckpt_path=<that file>) finishes that epoch on other batches than an uninterrupted run would, so it "
-            "ends close to, not exactly at, the same result"
+            f"resume exactly {where} ({newest.relative_to(output_dir)}) with ckpt_path=last hydra.run.dir={output_dir}"
         )
     return "; ".join(parts)
 
 
 def requeued_checkpoint(output_dir: Path) -> str | None:
     """In a SLURM job that was requeued (``SLURM_RESTART_COUNT`` > 0: a time limit, ``scontrol requeue``,
-    preemption), the checkpoint to continue from: ``checkpoints/last.ckpt``, the end of the newest finished
-    epoch, from which the run continues exactly as if never stopped; None (start afresh) before the first
-    epoch ended. None outside a requeued job: a run starts afresh unless ``ckpt_path`` says otherwise."""
+    preemption), the checkpoint to continue from: the run dir's newest (:func:`newest_checkpoint`), from
+    which the run continues exactly as if never stopped; None (start afresh) when there is none. None
+    outside a requeued job: a run starts afresh unless ``ckpt_path`` says otherwise."""
     if not SLURMEnvironment.detect() or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) == 0:
         return None
-    last = output_dir / "checkpoints" / "last.ckpt"
-    return str(last) if last.is_file() else None
+    newest = newest_checkpoint(output_dir)
+    return str(newest) if newest is not None else None
 
 
 def job_id() -> str | None:
@@ -140,7 +161,7 @@ def job_id() -> str | None:
 
 def requeue_on_time_limit(signum: int, frame: Any) -> None:
     """SIGUSR1 before the time limit: global rank 0 asks SLURM to requeue the job, which stops it with
-    SIGTERM; the requeued job resumes from ``checkpoints/last.ckpt``."""
+    SIGTERM; the requeued job resumes from its newest checkpoint."""
     if os.environ.get("SLURM_PROCID", "0") == "0" and job_id():
         subprocess.run(["scontrol", "requeue", job_id()], check=False)
 

@@ -118,6 +118,11 @@ class ImageClassifier(LightningModule):
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        # a new epoch (not one resumed mid-way) starts from zero, also after a checkpoint saved once its
+        # batches were done (last.ckpt, at validation's end), which holds that epoch's sums
+        self.train_metrics.reset()
+
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train", self.train_metrics, prog_bar=True)
 
@@ -181,8 +186,17 @@ class ImageClassifier(LightningModule):
         """Nothing: :meth:`optimizer_step` has freed the gradients already. Lightning's own call, before every
         backward, would walk the parameters a second time each step."""
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the training epoch's running sums, so that an epoch resumed mid-way logs the same means; beside the
+        # state dict, not in it, so checkpoints of either kind load into either version
+        checkpoint["train_metrics"] = {
+            name: value.detach().cpu() for name, value in self.train_metrics.metric_state.items()
+        }
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = without_compiled_copy(checkpoint["state_dict"])
+        for name, value in checkpoint.get("train_metrics", {}).items():
+            setattr(self.train_metrics, name, value.to(getattr(self.train_metrics, name).device))
 
     def configure_callbacks(self) -> list[Callback]:
         """The freeze policy, when it acts during training (two_stage)."""
