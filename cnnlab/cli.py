@@ -37,15 +37,16 @@ def run(cfg: DictConfig) -> float | None:
     metrics: the Optuna sweeper records None as a failed trial and goes on, while a NaN makes its error
     path raise and end the whole study (hydra-optuna-sweeper 1.2 with optuna 2.10).
     """
-    # OpenMP threads that wait by sleeping, not spinning: set before torch loads OpenMP (cnnlab/training/threads.py)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from cnnlab.training.threads import local_processes, set_intra_op_threads, set_openmp_wait_policy
+
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    processes = local_processes(parallel_jobs(multirun), cfg.get("trainer"))
+    set_openmp_wait_policy(processes)  # before torch loads OpenMP (cnnlab/training/threads.py)
     from cnnlab.cross_validation import cross_validate  # torch and Lightning: only after --help and --cfg
     from cnnlab.train import train
-    from cnnlab.training.threads import local_processes, set_intra_op_threads
 
     quiet_lightning()
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    set_intra_op_threads(cfg.get("threads"), local_processes(parallel_jobs(multirun), cfg.get("trainer")))
+    set_intra_op_threads(cfg.get("threads"), processes)
     pin_run_dir()  # a DDP launcher's re-run of this job writes to this job's output dir
     try:
         results = cross_validate(cfg) if cfg.get("cross_validate") else train(cfg)

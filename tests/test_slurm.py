@@ -207,8 +207,10 @@ def test_job_killed_without_requeue_is_recorded(slurm, tmp_path):
     """A job stopped by SIGTERM that SLURM does not requeue, and one whose run was killed outright (SIGKILL,
     as by the OOM killer): the sweep goes on and its summary lists both (interrupted, lost) with their run
     dirs, beside the completed one."""
-    long = ["trainer.max_epochs=40", *TRAIN[1:]]
-    master = start_cnnlab(tmp_path, "-m", "hydra/launcher=slurm", *SMOKE, *long, "seed=1,2,3")
+    # jobs 0 and 1 are far too long to end before they are stopped (with 40 epochs, a loaded machine let job 1
+    # write "completed" before the kill); job 2 is short
+    epochs = "trainer.max_epochs=1000,1000,3"
+    master = start_cnnlab(tmp_path, "-m", "hydra/launcher=slurm", *SMOKE, *TRAIN[1:], epochs)
     wait_until(lambda: list((tmp_path / "outputs").rglob("0/checkpoints/last.ckpt")), what="job 0")
     sweep = sweep_dir(tmp_path)
     subprocess.run(["scancel", "--signal=TERM", job_id(sweep, 0)])  # exits non-zero, though it signals
@@ -220,8 +222,8 @@ def test_job_killed_without_requeue_is_recorded(slurm, tmp_path):
     assert [results(sweep / n)["status"] for n in "012"] == ["interrupted", "lost", "completed"]
     summary = (sweep / "summary.md").read_text()
     assert "1 completed, 2 not" in summary
-    for run, status in (("0", "interrupted"), ("1", "lost"), ("2", "completed")):
-        assert f"| {run} | {int(run) + 1} | {status} |" in summary  # run dir, seed, status
+    for run, epochs, status in (("0", 1000, "interrupted"), ("1", 1000, "lost"), ("2", 3, "completed")):
+        assert f"| {run} | {epochs} | {status} |" in summary  # run dir, trainer.max_epochs, status
 
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "debug=smoke"]

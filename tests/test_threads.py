@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from conftest import logged_out_env, run_console_script
 
-from cnnlab.training.threads import local_processes, set_intra_op_threads, usable_cores
+from cnnlab.training.threads import local_processes, set_intra_op_threads, set_openmp_wait_policy, usable_cores
 
 
 @pytest.fixture
@@ -23,6 +25,24 @@ def test_local_processes_count_sweep_jobs_and_cpu_ranks(monkeypatch):
     assert local_processes(2, {"accelerator": "cpu", "devices": "auto"}) == 2
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun
     assert local_processes(1, {"accelerator": "cpu", "devices": 1}) == 4
+
+
+@pytest.mark.parametrize(
+    ("processes", "load", "preset", "expected"),
+    [
+        (1, 0.0, None, None),  # alone on idle cores: OpenMP's default, PASSIVE would cost 15-25%
+        (2, 0.0, None, "PASSIVE"),  # two cnnlab processes started together share the cores
+        (1, 64.0, None, "PASSIVE"),  # others keep every core busy
+        (2, 64.0, "ACTIVE", "ACTIVE"),  # the user's setting wins
+    ],
+)
+def test_waiting_threads_sleep_only_when_the_cores_are_shared(monkeypatch, processes, load, preset, expected):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    if preset:
+        monkeypatch.setenv("OMP_WAIT_POLICY", preset)
+    monkeypatch.setattr("os.getloadavg", lambda: (load, load, load))
+    assert set_openmp_wait_policy(processes) == expected
+    assert os.environ.get("OMP_WAIT_POLICY") == expected
 
 
 def test_threads_are_the_cores_share_unless_set(monkeypatch, restore_threads):
