@@ -207,10 +207,10 @@ def test_job_killed_without_requeue_is_recorded(slurm, tmp_path):
     """A job stopped by SIGTERM that SLURM does not requeue, and one whose run was killed outright (SIGKILL,
     as by the OOM killer): the sweep goes on and its summary lists both (interrupted, lost) with their run
     dirs, beside the completed one."""
-    # jobs 0 and 1 are far too long to end before they are stopped (with 40 epochs, a loaded machine let job 1
-    # write "completed" before the kill); job 2 is short
-    epochs = "trainer.max_epochs=1000,1000,3"
-    master = start_cnnlab(tmp_path, "-m", "hydra/launcher=slurm", *SMOKE, *TRAIN[1:], epochs)
+    # jobs 0 and 1 cannot end before they are stopped (no early stopping, 1000 epochs: with 40 epochs and
+    # early stopping on, a loaded machine let job 1 write "completed" before the kill); job 2 is short
+    epochs = ["trainer.max_epochs=1000,1000,3", "callbacks.early_stopping.patience=1000"]
+    master = start_cnnlab(tmp_path, "-m", "hydra/launcher=slurm", *SMOKE, *TRAIN[1:], *epochs)
     wait_until(lambda: list((tmp_path / "outputs").rglob("0/checkpoints/last.ckpt")), what="job 0")
     sweep = sweep_dir(tmp_path)
     subprocess.run(["scancel", "--signal=TERM", job_id(sweep, 0)])  # exits non-zero, though it signals

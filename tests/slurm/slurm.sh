@@ -28,7 +28,7 @@ install() {
 write_configs() {
     local host cpus mem
     host=$(hostname -s)
-    cpus=$(nproc)
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc obeys OMP_NUM_THREADS, which make test sets to 1
     mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 9 / 10 ))
     mkdir -p /etc/slurm "$STATE"/{ctld,d,log}
     cat >/etc/slurm/slurm.conf <<EOF
