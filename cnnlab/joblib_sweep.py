@@ -56,12 +56,13 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     errors: list[BaseException] = []  # what a job raised, re-raised here as joblib.Parallel would
 
     executors: list[Any] = [None] * slots
+    stopping = threading.Event()  # the sweep itself was interrupted: start no more jobs
 
     def run_slot(slot: int) -> None:
         """Take jobs until none is left, each in this slot's worker process; replace a worker that died."""
         executor = executors[slot] = ProcessPoolExecutor(max_workers=1)
         try:
-            while True:
+            while not stopping.is_set():
                 try:
                     position, (idx, overrides) = todo.get_nowait()
                 except queue.Empty:
@@ -73,6 +74,9 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
                     returns[position] = _lost(launcher, idx, overrides, error)
                     executor.shutdown(wait=False)
                     executor = executors[slot] = ProcessPoolExecutor(max_workers=1)
+                except SystemExit as error:  # the job's run was stopped by a signal and recorded it in its run dir
+                    log.error("Sweep job #%d was stopped (exit %s), the sweep goes on", idx, error.code)
+                    returns[position] = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
         except BaseException as error:
             errors.append(error)
         finally:
@@ -85,6 +89,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
         for thread in threads:
             thread.join()
     except KeyboardInterrupt:
+        stopping.set()
         _stop(threads, executors, sweep_dir)
     if errors:
         raise errors[0]

@@ -130,24 +130,32 @@ def job_worker(run_dir: Path, master: int) -> int:
     return worker
 
 
-def test_joblib_sweep_goes_on_when_a_job_is_killed(tmp_path):
-    """A job whose worker process is killed outright (SIGKILL, as by the OOM killer) is recorded as lost; the
-    other job completes and the summary lists both with their run dirs; the sweep exits with 0 as any sweep
-    that ran to its end. Job 0 trains long enough to be killed midway; job 1 one epoch."""
+@pytest.mark.parametrize(
+    ("sent", "status", "error"),
+    [
+        (signal.SIGKILL, "lost", "worker process died"),  # killed outright, as by the OOM killer
+        (signal.SIGTERM, "interrupted", "interrupted by SIGTERM"),  # stopped, e.g. by `kill` or a scheduler
+    ],
+)
+def test_joblib_sweep_goes_on_when_a_job_is_killed(tmp_path, sent, status, error):
+    """A job whose worker process is killed or stopped is recorded as lost or interrupted; the other job
+    completes and the summary lists both with their run dirs; the sweep exits with 0 as any sweep that ran to
+    its end. Job 0 trains long enough to be stopped midway (no early stopping); job 1 one epoch."""
     args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "debug=smoke", "trainer.max_epochs=500,1"]
+    args.append("callbacks.early_stopping.patience=1000")
     master = start_cli(args, tmp_path, command=(str(Path(sys.executable).parent / "cnnlab"),))
     metrics = wait_for_file("outputs/multirun/*/*/0/metrics.csv", tmp_path, master)
-    os.kill(job_worker(metrics.parent, master.pid), signal.SIGKILL)
+    os.kill(job_worker(metrics.parent, master.pid), sent)
     _, stderr = master.communicate(timeout=600)
     assert master.returncode == 0, stderr[-3000:]
     assert "TerminatedWorkerError" not in stderr and "Traceback" not in stderr
     sweep = metrics.parent.parent
-    lost, completed = read_results(sweep / "0"), read_results(sweep / "1")
-    assert (lost["status"], completed["status"]) == ("lost", "completed")
-    assert "worker process died" in lost["error"] and "SIGKILL" in lost["error"]
+    stopped, completed = read_results(sweep / "0"), read_results(sweep / "1")
+    assert (stopped["status"], completed["status"]) == (status, "completed")
+    assert error in stopped["error"] and (sent != signal.SIGKILL or "SIGKILL" in stopped["error"])
     summary = (sweep / "summary.md").read_text()
     assert "1 completed, 1 not" in summary
-    assert "| 0 | 500 | lost |" in summary and "| 1 | 1 | completed |" in summary  # run dir, max_epochs, status
+    assert f"| 0 | 500 | {status} |" in summary and "| 1 | 1 | completed |" in summary  # run dir, epochs, status
 
 
 def test_ctrl_c_stops_a_joblib_sweep_as_it_stops_a_run(tmp_path):
