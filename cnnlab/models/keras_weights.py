@@ -75,7 +75,7 @@ def keras_weights_file(application: str, weights_file: str | None, img_size: int
         raise CnnlabError(
             f"Keras ImageNet weights for {application} not found at {path}: download {weights.url} there "
             f"(or anywhere, and add model.net.weights_file=/path/to/{weights.file_name}), or on a connected "
-            f"machine run  pip install 'cnnlab[keras]' && "
+            f"machine run: pip install 'cnnlab[keras]' && "
             f"python -m cnnlab.models.keras_weights {application} {img_size}"
         )
     return path
