@@ -128,17 +128,15 @@ def write_results(output_dir: Path, results: dict) -> None:
     os.replace(tmp, path)
 
 
-def best_checkpoint(trainer: L.Trainer) -> str | None:
-    """The lowest-val/loss checkpoint's path; None (the weights in memory) when no checkpoint was written."""
-    callback = trainer.checkpoint_callback
-    return (callback.best_model_path or None) if callback is not None else None
-
-
-def last_checkpoint(trainer: L.Trainer) -> str | None:
-    """``checkpoints/last.ckpt``, the weights fit ended with; None (the weights in memory) without it. Passed
-    to ``trainer.test`` by name: given None, Lightning under SLURM would test an ``hpc_ckpt_<n>.ckpt``."""
-    callback = trainer.checkpoint_callback
-    return (callback.last_model_path or None) if callback is not None else None
+def saved_checkpoint(trainer: L.Trainer, monitored: bool) -> str | None:
+    """The checkpoint the callback that monitors a metric saved (``best.ckpt``, lowest val/loss), or the one
+    the callback that monitors none saved (``last.ckpt``, the latest epoch); None (the weights in memory)
+    without it. Passed to ``trainer.test`` by name: given None, Lightning under SLURM would test an
+    ``hpc_ckpt_<n>.ckpt`` if one were there."""
+    for callback in trainer.checkpoint_callbacks:
+        if (callback.monitor is not None) == monitored and callback.best_model_path:
+            return callback.best_model_path
+    return None
 
 
 def train(cfg: DictConfig, fold_of: Path | None = None) -> dict[str, Any]:
@@ -218,7 +216,7 @@ def _train(cfg: DictConfig, fold_of: Path | None) -> dict[str, Any]:
 
         if cfg.get("test"):
             best = cfg.test_weights == "best"
-            tested_checkpoint = best_checkpoint(trainer) if best else last_checkpoint(trainer)
+            tested_checkpoint = saved_checkpoint(trainer, monitored=best)
             results["tested_epoch"] = results["best_epoch"] if best and tested_checkpoint else trainer.current_epoch - 1
             test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=tested_checkpoint, verbose=False)
             results.update({k: float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()})
